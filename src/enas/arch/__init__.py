@@ -1,0 +1,150 @@
+"""Architectures as plain data: the base class, the registry of per-space classes, and JSON files.
+
+An architecture file is one JSON object::
+
+    {"format": "enas-arch", "version": 1, "space": "micro", ...space-specific body...}
+
+Each search space defines its own `Arch` subclass (in `enas.arch.<space>`) with named ops and input indices, its
+validation, and the codec for the authors' integer notation (`fixed_arc` strings of the official scripts).
+This package imports neither torch nor any module of the supernets.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+from enas.errors import ArchError
+
+ARCH_FORMAT = "enas-arch"
+ARCH_VERSION = 1
+
+_REGISTRY: dict[str, type[Arch]] = {}
+
+
+class Arch(ABC):
+    """One architecture of one space. Subclasses are frozen dataclasses; equality is structural."""
+
+    space: ClassVar[str]
+
+    @abstractmethod
+    def to_dict(self) -> dict[str, Any]:
+        """The space-specific body of the JSON object (without format/version/space)."""
+
+    @classmethod
+    @abstractmethod
+    def from_dict(cls, body: dict[str, Any]) -> Arch:
+        """Parse and validate a body; raise `ArchError` with a precise message on any problem."""
+
+    @abstractmethod
+    def to_fixed_arc(self) -> str:
+        """The authors' integer notation, space-separated."""
+
+    @classmethod
+    @abstractmethod
+    def from_fixed_arc(cls, text: str) -> Arch:
+        """Parse the authors' integer notation; raise `ArchError` when malformed."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """A short multi-line human-readable summary."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": ARCH_FORMAT, "version": ARCH_VERSION, "space": self.space, **self.to_dict()}
+
+
+def register_arch(cls: type[Arch]) -> type[Arch]:
+    """Class decorator: make `cls` the Arch type of the space `cls.space`."""
+    _REGISTRY[cls.space] = cls
+    return cls
+
+
+SPACES = ("rnn", "macro", "micro")
+
+
+def arch_class(space: str) -> type[Arch]:
+    """The Arch subclass of ``space`` (its module registers it on import; no torch is imported)."""
+    if space in SPACES and space not in _REGISTRY:
+        importlib.import_module(f"enas.arch.{space}")
+    if space not in _REGISTRY:
+        raise ArchError(f"unknown space {space!r}; choose one of {', '.join(SPACES)}")
+    return _REGISTRY[space]
+
+
+def arch_from_json(obj: Any) -> Arch:
+    """Build an Arch from a parsed JSON object, checking format, version and space."""
+    if not isinstance(obj, dict):
+        raise ArchError("an architecture must be a JSON object with 'space' and the space's fields")
+    fmt = obj.get("format", ARCH_FORMAT)
+    if fmt != ARCH_FORMAT:
+        raise ArchError(f"not an architecture file: format is {fmt!r}, expected {ARCH_FORMAT!r}")
+    version = obj.get("version", ARCH_VERSION)
+    if version != ARCH_VERSION:
+        raise ArchError(f"architecture file version {version!r} is not supported (this enas reads {ARCH_VERSION})")
+    if "space" not in obj:
+        raise ArchError("architecture has no 'space' field; add \"space\": \"rnn\" | \"macro\" | \"micro\"")
+    body = {k: v for k, v in obj.items() if k not in ("format", "version", "space")}
+    return arch_class(obj["space"]).from_dict(body)
+
+
+def load_arch(path: str | os.PathLike) -> Arch:
+    """Read an architecture JSON file; `ArchError` on a missing or malformed file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArchError(f"architecture file {path} does not exist")
+    try:
+        obj = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ArchError(f"{path} is not valid JSON ({e}); write it as `enas derive` or `enas show --json` does") from e
+    try:
+        return arch_from_json(obj)
+    except ArchError as e:
+        raise ArchError(f"{path}: {e}") from e
+
+
+def save_arch(arch: Arch, path: str | os.PathLike) -> None:
+    """Write an architecture file atomically (temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(arch.to_json(), f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def parse_fixed_arc(text: str, space: str) -> Arch:
+    """Parse the authors' integer notation for `space`."""
+    return arch_class(space).from_fixed_arc(text)
+
+
+def parse_ints(text: str, what: str = "architecture") -> list[int]:
+    """Split a whitespace/comma separated string of non-negative integers (helper for the codecs)."""
+    tokens = text.replace(",", " ").split()
+    try:
+        values = [int(t) for t in tokens]
+    except ValueError as e:
+        raise ArchError(f"{what} must be integers separated by spaces: {e}") from e
+    if any(v < 0 for v in values):
+        raise ArchError(f"{what} contains a negative integer")
+    return values
+
+
+__all__ = [
+    "ARCH_FORMAT",
+    "ARCH_VERSION",
+    "SPACES",
+    "Arch",
+    "arch_class",
+    "arch_from_json",
+    "load_arch",
+    "parse_fixed_arc",
+    "parse_ints",
+    "register_arch",
+    "save_arch",
+]

@@ -1,0 +1,299 @@
+"""The `enas` command: search | derive | train | eval | show | bench | data.
+
+Exit status: 0 success, 2 user error (one line on stderr, no traceback), 1 internal error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from enas.errors import UserError
+
+SPACES = ("rnn", "macro", "micro")
+DEFAULT_INFO = {  # data shapes assumed by `enas show` when no --data is given
+    "ptb": {"vocab_size": 10000},
+    "cifar10": {"in_channels": 3, "image_size": 32, "num_classes": 10},
+    "fashion-mnist": {"in_channels": 1, "image_size": 28, "num_classes": 10},
+}
+
+
+def _common_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="paper", help="paper (the spec's values), quick, or demo (minutes on a CPU)")
+    p.add_argument("--config", metavar="YAML", help="a YAML file of config keys applied over the preset")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one dotted config key (repeatable); --print-config lists the keys")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    p.add_argument("--device", default=None, help="auto (default), cpu or cuda")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="enas", description="Efficient Neural Architecture Search (ENAS).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("search", help="search an architecture with the ENAS controller")
+    p.add_argument("--space", choices=SPACES, help="search space")
+    p.add_argument("--data", help="ptb | cifar10 | fashion-mnist | FILE.npz (default: ptb for rnn, cifar10 otherwise)")
+    p.add_argument("--out", help="run directory (default runs/search-SPACE-TIME)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (epoch lines only)")
+    _common_config_args(p)
+
+    p = sub.add_parser("derive", help="sample and score candidate archs of a finished or stopped search")
+    p.add_argument("run_dir", help="a search run directory")
+    p.add_argument("--samples", type=int, default=None, help="candidates to score (default: the run's setting)")
+
+    p = sub.add_parser("train", help="train one architecture from scratch and test it")
+    p.add_argument("arch", nargs="?", help="ARCH.json (or use --fixed-arc with --space)")
+    p.add_argument("--fixed-arc", help="the authors' integer notation instead of an arch file")
+    p.add_argument("--space", choices=SPACES, help="space of --fixed-arc")
+    p.add_argument("--data", help="dataset (as for search)")
+    p.add_argument("--out", help="run directory (default runs/train-SPACE-TIME)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--no-progress", action="store_true")
+    _common_config_args(p)
+
+    p = sub.add_parser("eval", help="recompute the test metrics of a trained model")
+    p.add_argument("model", help="a train run directory or its model.pt")
+    p.add_argument("--data", help="dataset (default: the one it was trained on)")
+    p.add_argument("--split", default="test", choices=("test", "valid"))
+    p.add_argument("--device", default="auto")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (e.g. task.root=DIR)")
+
+    p = sub.add_parser("show", help="print and draw an architecture with the parameter count of its final model")
+    p.add_argument("arch", nargs="?", help="ARCH.json")
+    p.add_argument("--fixed-arc", help="the authors' integer notation instead of a file")
+    p.add_argument("--space", choices=SPACES, help="space of --fixed-arc")
+    p.add_argument("--data", help="dataset whose shapes the parameter count assumes")
+    p.add_argument("-o", "--output", help="write a picture (PNG)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.add_argument("--preset", default="paper")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+
+    p = sub.add_parser("bench", help="throughput ratios of supernets against plain baselines and their children")
+    p.add_argument("--space", choices=SPACES, action="append", help="space(s) to benchmark (default: all)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--size", choices=("target", "small"), default="target",
+                   help="target: the sizes of the performance targets; small: a seconds-long smoke run")
+    p.add_argument("--json", dest="json_out", metavar="FILE", help="also write the results as JSON")
+
+    p = sub.add_parser("data", help="load (and download if needed) a dataset and print its statistics")
+    p.add_argument("name", help="ptb | cifar10 | fashion-mnist | FILE.npz")
+    p.add_argument("--root", help="directory holding the files")
+    return parser
+
+
+def resolve_config(space: str, dataset: str | None, args: argparse.Namespace, command: str):
+    from enas.config import apply_dict, load_yaml, parse_set, set_key
+    from enas.presets import make_config
+
+    cfg = make_config(space, args.preset, command, dataset)
+    if args.config:
+        apply_dict(cfg, load_yaml(args.config))
+    for key, value in parse_set(args.sets):
+        set_key(cfg, key, value)
+    if args.seed is not None:
+        cfg.seed = args.seed
+    if args.device is not None:
+        cfg.device = args.device
+    return cfg
+
+
+def _default_out(command: str, space: str) -> str:
+    return str(Path("runs") / f"{command}-{space}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def _load_arch_arg(args: argparse.Namespace):
+    from enas.arch import load_arch, parse_fixed_arc
+
+    if args.fixed_arc:
+        if not args.space:
+            raise UserError("--fixed-arc needs --space rnn|macro|micro")
+        return parse_fixed_arc(args.fixed_arc, args.space)
+    if not args.arch:
+        raise UserError("give an ARCH.json file or --fixed-arc \"INTS\" --space S")
+    return load_arch(args.arch)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from enas.config import dump_yaml, parse_set
+    from enas.search import Search
+
+    if args.resume:
+        if not args.out:
+            raise UserError("--resume needs --out RUN_DIR")
+        summary = Search(None, args.out, resume=True, progress=not args.no_progress and None,
+                         overrides=parse_set(args.sets)).run()
+    else:
+        if not args.space:
+            raise UserError("--space is required: rnn, macro or micro")
+        cfg = resolve_config(args.space, args.data, args, "search")
+        if args.print_config:
+            print(dump_yaml(cfg), end="")
+            return 0
+        out = args.out or _default_out("search", args.space)
+        print(f"enas search: space {cfg.space}, data {cfg.dataset}, preset {cfg.preset}, run directory {out}",
+              file=sys.stderr)
+        summary = Search(cfg, out, progress=not args.no_progress and None).run()
+    best = summary["best"]
+    print(f"best arch (validation score {best['score']:.4g}): {best['fixed_arc']}")
+    run = Path(summary["run_dir"])
+    picture = f", {summary['picture']}" if summary["picture"] else ""
+    print(f"written: {run / 'arch.json'}, {run / 'candidates.csv'}{picture}")
+    return 0
+
+
+def cmd_derive(args: argparse.Namespace) -> int:
+    from enas.search import Search
+
+    summary = Search(None, args.run_dir, resume=True, progress=None).derive(args.samples)
+    print(f"best arch (validation score {summary['best']['score']:.4g}): {summary['best']['fixed_arc']}")
+    print(f"written: {Path(args.run_dir) / 'arch.json'}, {Path(args.run_dir) / 'candidates.csv'}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from enas.config import dump_yaml, parse_set
+    from enas.train import FinalTraining
+
+    if args.resume:
+        if not args.out:
+            raise UserError("--resume needs --out RUN_DIR")
+        summary = FinalTraining(None, None, args.out, resume=True, progress=not args.no_progress and None,
+                                overrides=parse_set(args.sets)).run()
+    else:
+        arch = _load_arch_arg(args)
+        if args.space and args.space != arch.space:
+            raise UserError(f"the architecture belongs to the {arch.space} space, not {args.space}")
+        cfg = resolve_config(arch.space, args.data, args, "train")
+        if args.print_config:
+            from enas.build import fit_model_to_arch
+
+            fit_model_to_arch(cfg, arch)
+            print(dump_yaml(cfg), end="")
+            return 0
+        out = args.out or _default_out("train", arch.space)
+        print(f"enas train: space {cfg.space}, data {cfg.dataset}, preset {cfg.preset}, run directory {out}",
+              file=sys.stderr)
+        summary = FinalTraining(cfg, arch, out, progress=not args.no_progress and None).run()
+    metric = "test_ppl" if "test_ppl" in summary else "test_acc"
+    print(f"{metric} {summary[metric]:.4f} ({summary['params']:,} parameters); model: {summary['model']}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from enas.config import parse_set
+    from enas.train import evaluate_model
+
+    metrics = evaluate_model(args.model, args.data, args.device, parse_set(args.sets), split=args.split)
+    print(json.dumps({f"{args.split}_{k}": v for k, v in metrics.items()}))
+    return 0
+
+
+def show_info(arch, args: argparse.Namespace) -> dict[str, Any]:
+    """The JSON object of `enas show --json`: space, arch, fixed_arc, params and the sizes assumed."""
+    import torch
+
+    from enas.build import build_space, fit_model_to_arch
+    from enas.config import parse_set, set_key
+    from enas.presets import default_dataset, make_config
+    from enas.spaces.base import TaskInfo
+
+    dataset = args.data or default_dataset(arch.space)
+    cfg = make_config(arch.space, args.preset, "train", dataset)
+    for key, value in parse_set(args.sets):
+        set_key(cfg, key, value)
+    fit_model_to_arch(cfg, arch)
+    if dataset in DEFAULT_INFO:
+        info = TaskInfo(**DEFAULT_INFO[dataset])
+    else:
+        from enas.build import build_task
+
+        info = build_task(cfg, torch.device("cpu")).info
+    with torch.device("meta"):  # count parameters without allocating them
+        model = build_space(cfg).build_child(arch, info, final=True)
+    params = sum(p.numel() for p in model.parameters())
+    out: dict[str, Any] = {"space": arch.space, "arch": arch.to_json(), "fixed_arc": arch.to_fixed_arc(),
+                           "params": params, "preset": args.preset, "dataset": dataset}
+    if arch.space == "rnn":
+        out["hidden"] = cfg.model.hidden
+        out["vocab_size"] = info.vocab_size
+    else:
+        out["channels"], out["layers"] = cfg.model.channels, cfg.model.num_layers
+    return out
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    arch = _load_arch_arg(args)
+    info = show_info(arch, args)
+    picture = None
+    if args.output:
+        from enas.viz import draw_arch
+
+        picture = str(draw_arch(arch, args.output))
+        info["picture"] = picture
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    print(arch.describe())
+    if arch.space == "rnn":
+        sizes = f"hidden {info['hidden']}"
+    else:
+        sizes = f"{info['channels']} channels, {info['layers']} layers"
+    print(f"fixed_arc: {info['fixed_arc']}")
+    print(f"final model ({args.preset} preset, {sizes}, {info['dataset']}): {info['params']:,} parameters")
+    if picture:
+        print(f"picture: {picture}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from enas.bench import run_benchmarks
+
+    results = run_benchmarks(args.space or list(SPACES), device=args.device, size=args.size)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    if args.name == "ptb":
+        from enas.tasks.text import load_ptb
+
+        corpus = load_ptb(root=args.root)
+        print(json.dumps({"dataset": "ptb", "vocab": len(corpus.vocab),
+                          **{f"{s}_tokens": len(getattr(corpus, s)) for s in ("train", "valid", "test")}}))
+        return 0
+    from enas.tasks.image_data import load_image_dataset
+
+    ds = load_image_dataset(args.name, root=args.root)
+    print(json.dumps({"dataset": ds.name, "train": tuple(ds.train_images.shape), "test": tuple(ds.test_images.shape),
+                      "classes": ds.num_classes}))
+    return 0
+
+
+COMMANDS = {"search": cmd_search, "derive": cmd_derive, "train": cmd_train, "eval": cmd_eval, "show": cmd_show,
+            "bench": cmd_bench, "data": cmd_data}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as e:
+        print(f"enas: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("enas: interrupted; the last completed epoch is checkpointed: rerun with --resume --out RUN_DIR",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""Typed run configuration: dataclasses, presets, YAML files and ``--set key=value`` overrides.
+
+A `Config` holds everything a command needs: which space and data, the network sizes (``model``), the task
+(``task``), the controller, the search loop (``search``) and the final-training recipe (``train``). It is resolved
+in this order: preset (`enas.presets`) <- YAML file <- ``--set`` flags, and written to the run directory as
+``config.yaml``. Keys are dotted paths of the resolved config (``enas search --print-config`` lists them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from enas.controller import ControllerConfig
+from enas.errors import ConfigError
+
+
+@dataclass
+class OptimConfig:
+    """SGD for the shared weights (search) or the child (final training)."""
+
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 0.0  # PyTorch convention: the authors' l2 loss `lam * sum(w^2)` is weight_decay = 2 * lam
+    grad_clip: float | None = None  # global-norm clipping; None = off
+    schedule: str = "cosine"  # "cosine" (SGDR), "decay" (exponential from decay_start), "constant"
+    lr_min: float = 0.0005  # cosine: l_min
+    t0: int = 10  # cosine: first cycle length in epochs
+    t_mul: int = 2  # cosine: cycle length multiplier
+    decay: float = 1.0  # decay: lr *= decay every epoch from decay_start
+    decay_start: int = 0  # decay: first epoch (0-based) whose lr is decayed
+    decay_min: float = 0.0  # decay: floor
+
+
+@dataclass
+class SearchConfig:
+    epochs: int = 150
+    shared_steps: int | None = None  # shared-weight steps per epoch; None = one pass over the training split
+    controller_every: int = 1  # train the controller every N epochs
+    eval_every: int = 1  # evaluate on the validation split (fresh arch per batch) every N epochs; 0 = never
+    log_archs: int = 10  # sampled archs (with their minibatch reward) logged after each epoch
+    derive_samples: int = 100  # archs sampled at the end and scored on the whole validation split
+    derive_greedy: bool = False  # also score the controller's argmax arch
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    reward_mode: str = "eval"  # module mode while computing rewards: "eval" or "train" (BN batch statistics)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 310
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval_every: int = 1  # validation (when the task has a validation split) every N epochs; 0 = never
+    averaging: bool = False  # language models: average the weights once the validation perplexity stalls
+    averaging_patience: int = 10  # epochs without improvement of the validation ppl before averaging starts
+    checkpoint_every: int = 1
+
+
+@dataclass
+class Config:
+    space: str = "rnn"
+    dataset: str = "ptb"
+    preset: str = "paper"
+    seed: int = 0
+    device: str = "auto"
+    model: Any = None  # RnnSpaceConfig | MacroSpaceConfig | MicroSpaceConfig
+    task: Any = None  # TextTaskConfig | ImageTaskConfig
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(self)
+
+
+def _to_plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [_to_plain(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    return obj
+
+
+def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted key -> value for every leaf of a config dataclass."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            out.update(flatten(value, key + "."))
+        else:
+            out[key] = value
+    return out
+
+
+def _field_type(obj: Any, name: str) -> Any:
+    hints = typing.get_type_hints(type(obj))
+    return hints.get(name, Any)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``, converting where it is lossless (int -> float, list -> tuple)."""
+    if tp is Any:
+        return value
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{key}: {value!r} is not a valid {_type_name(tp)}")
+    if origin is typing.Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise ConfigError(f"{key}: {value!r} is not one of {list(typing.get_args(tp))}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list like [1, 2], got {value!r}")
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        inner = args[0] if args else Any
+        items = [_coerce(v, inner, key) for v in value]
+        return tuple(items) if origin is tuple else items
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            return str(value)
+        return value
+    return value
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def set_key(cfg: Any, key: str, value: Any) -> None:
+    """Set a dotted key, checking that it exists and that the value has the right type."""
+    parts = key.split(".")
+    obj = cfg
+    for i, part in enumerate(parts):
+        if not dataclasses.is_dataclass(obj) or part not in {f.name for f in dataclasses.fields(obj)}:
+            known = list(flatten(cfg).keys())
+            close = difflib.get_close_matches(key, known, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else "; see --print-config for the keys"
+            raise ConfigError(f"unknown config key {key!r}{hint}")
+        if i == len(parts) - 1:
+            current = getattr(obj, part)
+            if dataclasses.is_dataclass(current) and not isinstance(current, type):
+                if not isinstance(value, dict):
+                    first = dataclasses.fields(current)[0].name
+                    raise ConfigError(f"{key} is a section; set its keys, e.g. {key}.{first}=...")
+                apply_dict(current, value, prefix=key + ".")
+            else:
+                setattr(obj, part, _coerce(value, _field_type(obj, part), key))
+        else:
+            obj = getattr(obj, part)
+
+
+def apply_dict(cfg: Any, values: dict[str, Any], prefix: str = "") -> None:
+    """Apply a nested dict (as read from YAML) onto a config dataclass."""
+    for k, v in values.items():
+        target = getattr(cfg, k, None) if dataclasses.is_dataclass(cfg) else None
+        if isinstance(v, dict) and dataclasses.is_dataclass(target):
+            apply_dict(target, v, prefix=f"{prefix}{k}.")
+        else:
+            # set_key on the root would need the full path; descend here instead
+            if not dataclasses.is_dataclass(cfg) or k not in {f.name for f in dataclasses.fields(cfg)}:
+                raise ConfigError(f"unknown config key {prefix}{k!r}; see --print-config for the keys")
+            setattr(cfg, k, _coerce(v, _field_type(cfg, k), prefix + k))
+
+
+def parse_set(items: list[str]) -> list[tuple[str, Any]]:
+    """``["a.b=3", "c=[1, 2]"]`` -> ``[("a.b", 3), ("c", [1, 2])]``; values are parsed as YAML scalars/lists."""
+    out = []
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        if isinstance(value, str):
+            if value.lower() in ("none", "null", "~"):
+                value = None
+            else:
+                try:  # YAML 1.1 reads "1e-3" as a string
+                    value = float(value)
+                except ValueError:
+                    pass
+        out.append((key.strip(), value))
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of config keys")
+    return data
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

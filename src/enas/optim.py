@@ -1,0 +1,61 @@
+"""Optimizers and learning-rate schedules shared by the search loop and final training."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from enas.config import OptimConfig
+from enas.errors import ConfigError, TrainingDiverged
+
+
+def cosine_restarts_lr(epoch: int, lr_max: float, lr_min: float, t0: int, t_mul: int) -> float:
+    """SGDR as the authors coded it (spec 4.2): piecewise constant within an epoch; the first cycle lasts ``t0``
+    epochs and each restart multiplies the cycle length by ``t_mul`` (restarts at 10, 30, 70, 150, 310, 630)."""
+    start, length = 0, t0
+    while epoch - start >= length:
+        start += length
+        length *= t_mul
+    t = epoch - start
+    return lr_min + 0.5 * (lr_max - lr_min) * (1.0 + math.cos(math.pi * t / length))
+
+
+def lr_at(epoch: int, cfg: OptimConfig) -> float:
+    """Learning rate of 0-based ``epoch`` under ``cfg``."""
+    if cfg.schedule == "cosine":
+        return cosine_restarts_lr(epoch, cfg.lr, cfg.lr_min, cfg.t0, cfg.t_mul)
+    if cfg.schedule == "decay":
+        steps = max(0, epoch - cfg.decay_start + 1)
+        return max(cfg.lr * cfg.decay**steps, cfg.decay_min)
+    if cfg.schedule == "constant":
+        return cfg.lr
+    raise ConfigError(f"unknown schedule {cfg.schedule!r}; choose cosine, decay or constant")
+
+
+def make_sgd(params: Iterable[nn.Parameter], cfg: OptimConfig) -> torch.optim.SGD:
+    # TF's MomentumOptimizer(use_nesterov=True) equals PyTorch SGD(nesterov=True, dampening=0) (spec 8.6 item 8).
+    momentum = cfg.momentum if cfg.momentum > 0 else 0.0
+    return torch.optim.SGD(list(params), lr=cfg.lr, momentum=momentum, nesterov=cfg.nesterov and momentum > 0,
+                           weight_decay=cfg.weight_decay)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def check_finite(loss: torch.Tensor, where: str, run_dir: object = None) -> None:
+    """Raise `TrainingDiverged` with a one-line hint when ``loss`` is NaN or infinite."""
+    if not torch.isfinite(loss).all():
+        saved = f"; the last checkpoint in {run_dir}/checkpoints is intact" if run_dir else ""
+        raise TrainingDiverged(f"the loss became {loss.item()} {where}{saved}: lower the learning rate "
+                               "(--set search.optim.lr=... or train.optim.lr=...) and resume with --resume")
+
+
+def clip_gradients(params: Iterable[nn.Parameter], max_norm: float | None) -> float | None:
+    if max_norm is None or max_norm <= 0:
+        return None
+    return float(torch.nn.utils.clip_grad_norm_(list(params), max_norm))

@@ -1,0 +1,133 @@
+"""REINFORCE for the controller (spec 3.1, 3.3): moving-average baseline, entropy bonus added to the reward, skip
+penalty added to the loss, gradients averaged over ``num_aggregate`` sampled architectures per Adam step.
+
+For each sample: ``R = reward + entropy_weight * H`` (H under stop-gradient); the baseline moves first,
+``b <- b - (1 - decay)(b - R)``, and the advantage uses the moved baseline; the loss is
+``-log pi(a) * (R - b) + skip_weight * skip_penalty``.
+
+Adam follows the authors' TensorFlow optimiser: beta1 = 0 by default, and (with ``adam_tf_eps``) epsilon added to
+sqrt(v) before the bias correction. PyTorch adds it after, so the equivalent PyTorch epsilon at step t is
+``eps / sqrt(1 - beta2^t)`` (spec 8.6 item 7); it is set on the optimiser before every step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from enas.arch import Arch
+from enas.controller import Controller, ControllerConfig
+from enas.errors import TrainingDiverged
+
+STAT_KEYS = ("reward", "baseline", "entropy", "skip_rate", "loss", "log_prob")
+
+
+class ReinforceTrainer:
+    """Trains a `Controller` with REINFORCE. ``cfg`` defaults to the controller's own config."""
+
+    def __init__(self, controller: Controller, cfg: ControllerConfig | None = None):
+        cfg = cfg if cfg is not None else controller.cfg
+        cfg.check()
+        params = [p for p in controller.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("the controller has no trainable parameters (a uniform sampler is not trained)")
+        self.controller, self.cfg = controller, cfg
+        b1, b2 = (float(b) for b in cfg.adam_betas)
+        self.optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=(b1, b2), eps=cfg.adam_eps)
+        self.baseline = 0.0  # moving average of the reward (entropy bonus included), starts at 0 as in the code
+        self.step_count = 0  # Adam steps taken
+
+    def _set_eps(self) -> None:
+        """Translate TensorFlow's epsilon into PyTorch's for the coming step (t = step_count + 1)."""
+        eps = self.cfg.adam_eps
+        if self.cfg.adam_tf_eps:
+            eps /= math.sqrt(1.0 - float(self.cfg.adam_betas[1]) ** (self.step_count + 1))
+        for group in self.optimizer.param_groups:
+            group["eps"] = eps
+
+    def step(self, reward_fn: Callable[[Arch], float]) -> dict[str, float]:
+        """One controller update: sample ``num_aggregate`` architectures, score each with ``reward_fn(arch)``, average
+        their REINFORCE gradients, take one Adam step. Returns the means over the samples (``reward`` is the task
+        reward without the entropy bonus; ``baseline`` is its value after the last sample)."""
+        self.controller.train()
+        with torch.enable_grad():  # callers may hold no_grad around the search loop
+            return self._step(reward_fn)
+
+    def _step(self, reward_fn: Callable[[Arch], float]) -> dict[str, float]:
+        cfg, n = self.cfg, self.cfg.num_aggregate
+        losses = []
+        rewards = entropies = skip_rates = log_probs = 0.0
+        for _ in range(n):
+            s = self.controller.sample()
+            reward = float(reward_fn(s.arch))
+            if not math.isfinite(reward):
+                raise TrainingDiverged(
+                    f"the controller reward is {reward} at controller step {self.step_count + 1}; "
+                    "the shared weights have diverged: lower the shared learning rate or resume from a checkpoint"
+                )
+            entropy = float(s.entropy.detach())
+            total = reward + cfg.entropy_weight * entropy
+            self.baseline -= (1.0 - cfg.baseline_decay) * (self.baseline - total)  # before the advantage
+            loss = -s.log_prob * (total - self.baseline)
+            if cfg.skip_weight:
+                loss = loss + cfg.skip_weight * s.skip_penalty
+            losses.append(loss)
+            rewards += reward
+            entropies += entropy
+            skip_rates += s.skip_rate
+            log_probs += float(s.log_prob.detach())
+        mean_loss = torch.stack(losses).mean()  # one backward over all samples: the averaged gradient
+        if not torch.isfinite(mean_loss):
+            raise TrainingDiverged(
+                f"the controller loss is {float(mean_loss)} at controller step {self.step_count + 1}; "
+                "lower controller.lr or resume from a checkpoint"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        mean_loss.backward()
+        self._set_eps()
+        self.optimizer.step()
+        self.step_count += 1
+        return {
+            "reward": rewards / n,
+            "baseline": self.baseline,
+            "entropy": entropies / n,
+            "skip_rate": skip_rates / n,
+            "loss": float(mean_loss.detach()),
+            "log_prob": log_probs / n,
+        }
+
+    def train_epoch(
+        self,
+        reward_fn: Callable[[Arch], float],
+        steps: int | None = None,
+        callback: Callable[[int, dict[str, float]], None] | None = None,
+    ) -> dict[str, float]:
+        """``steps`` updates (default ``cfg.train_steps``); ``callback(i, stats)`` after each. Returns the mean of
+        each statistic over the updates, except ``baseline``, which is its final value."""
+        steps = self.cfg.train_steps if steps is None else steps
+        totals = dict.fromkeys(STAT_KEYS, 0.0)
+        stats: dict[str, float] = {}
+        for i in range(steps):
+            stats = self.step(reward_fn)
+            for key in STAT_KEYS:
+                totals[key] += stats[key]
+            if callback is not None:
+                callback(i, stats)
+        if steps <= 0:
+            return {**totals, "baseline": self.baseline}
+        return {**{k: v / steps for k, v in totals.items()}, "baseline": self.baseline}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Optimiser state, baseline and step counter (the controller's weights are saved by the caller)."""
+        return {"optimizer": self.optimizer.state_dict(), "baseline": self.baseline, "step_count": self.step_count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.baseline = float(state["baseline"])
+        self.step_count = int(state["step_count"])
+        for group in self.optimizer.param_groups:  # the current config decides the learning rate and betas
+            group["lr"] = self.cfg.lr
+            group["betas"] = tuple(float(b) for b in self.cfg.adam_betas)

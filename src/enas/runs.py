@@ -1,0 +1,218 @@
+"""The run directory: resolved config, metrics log, atomic checkpoints, RNG states, summary.
+
+Layout (every command that trains writes one)::
+
+    RUN/config.yaml          resolved configuration
+    RUN/metrics.jsonl        one JSON object per line ({"kind": "epoch" | "step" | "arch" | ..., ...})
+    RUN/checkpoints/last.pt  latest complete checkpoint (written to a temp file, then renamed over the old one)
+    RUN/summary.json         final figures, versions, seed, git commit, wall time split
+    RUN/events.*             TensorBoard events when the `tensorboard` package is installed
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from enas.errors import UserError
+
+CHECKPOINT = "last.pt"
+
+
+def atomic_write_bytes(path: Path, write: Any) -> None:
+    """Call ``write(file_object)`` on a temp file next to ``path``, fsync, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, lambda f: f.write(text.encode()))
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, torch.Tensor):
+        return obj.item() if obj.numel() == 1 else obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _clean(value: Any) -> Any:
+    # JSON has no NaN/inf; write them as null so every line stays parseable.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+class RunDir:
+    """A run directory. ``resume=False`` refuses a directory that already holds a checkpoint."""
+
+    def __init__(self, path: str | os.PathLike, resume: bool = False):
+        self.path = Path(path)
+        self.ckpt_dir = self.path / "checkpoints"
+        if resume:
+            if not self.checkpoint_path.is_file():
+                raise UserError(f"nothing to resume: {self.checkpoint_path} does not exist; start without --resume")
+        elif self.checkpoint_path.is_file():
+            raise UserError(f"{self.path} already holds a run; pass --resume to continue it or choose another --out")
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.ckpt_dir.mkdir(exist_ok=True)
+        self._tb = None
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / "checkpoints" / CHECKPOINT
+
+    # --- metrics -----------------------------------------------------------------------------------------------
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    def log(self, kind: str, **fields: Any) -> None:
+        """Append one JSON line; also mirror numeric epoch fields to TensorBoard when available."""
+        record = {"kind": kind, **_clean(fields)}
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record, default=_json_default) + "\n")
+        if kind == "epoch":
+            self._tensorboard(record)
+
+    def truncate_metrics(self, after_epoch: int) -> None:
+        """Drop lines written after ``after_epoch`` ended (a resumed run rewrites them identically)."""
+        if not self.metrics_path.is_file():
+            return
+        keep = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if rec.get("epoch", -1) <= after_epoch:
+                keep.append(line)
+        atomic_write_text(self.metrics_path, "".join(x + "\n" for x in keep))
+
+    def read_metrics(self, kind: str | None = None) -> list[dict[str, Any]]:
+        if not self.metrics_path.is_file():
+            return []
+        out = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if kind is None or rec.get("kind") == kind:
+                out.append(rec)
+        return out
+
+    def _tensorboard(self, record: dict[str, Any]) -> None:
+        if self._tb is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except Exception:  # the tensorboard package is optional
+                self._tb = False
+                return
+            self._tb = SummaryWriter(log_dir=str(self.path))
+        if self._tb is False:
+            return
+        step = record.get("epoch", 0)
+        for k, v in record.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epoch":
+                self._tb.add_scalar(k, v, step)
+        self._tb.flush()
+
+    # --- files -------------------------------------------------------------------------------------------------
+    def write_text(self, name: str, text: str) -> Path:
+        path = self.path / name
+        atomic_write_text(path, text)
+        return path
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        return self.write_text(name, json.dumps(_clean(obj), indent=2, default=_json_default) + "\n")
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        atomic_write_bytes(self.checkpoint_path, lambda f: torch.save(state, f))
+
+    def load_checkpoint(self, map_location: Any = "cpu") -> dict[str, Any]:
+        try:
+            return torch.load(self.checkpoint_path, map_location=map_location, weights_only=False)
+        except Exception as e:
+            raise UserError(f"checkpoint {self.checkpoint_path} cannot be read ({type(e).__name__}); "
+                            "it may be truncated: restart the run without --resume") from e
+
+
+def environment_info() -> dict[str, Any]:
+    """Versions and provenance for summary.json."""
+    info = {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or None,
+        "git_commit": None,
+    }
+    try:
+        root = Path(__file__).resolve().parents[2]
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if out.returncode == 0:
+            info["git_commit"] = out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError as e:
+        raise UserError(f"unknown device {name!r}; use auto, cpu or cuda") from e

@@ -1,0 +1,259 @@
+"""The ENAS search loop: the one place where a space, the controller and a task meet.
+
+Each epoch (spec 1.1):
+  1. shared phase: for every training minibatch, sample one arch from the controller and take one SGD step on the
+     supernet's weights along that arch's path;
+  2. controller phase: ``train_steps`` REINFORCE updates, each aggregating ``num_aggregate`` archs scored on fresh
+     validation minibatches;
+  3. log a few sampled archs with their minibatch reward, evaluate on the validation split (a fresh arch per batch),
+     write a metrics line and an atomic checkpoint.
+At the end, `derive` samples candidate archs, scores each on the whole validation split, and writes
+``candidates.csv`` and the best as ``arch.json`` (with a picture). The test split is never used here.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from enas.arch import Arch, save_arch
+from enas.build import build_space, build_task
+from enas.config import Config, dump_yaml, set_key
+from enas.controller import Controller
+from enas.optim import check_finite, clip_gradients, lr_at, make_sgd, set_lr
+from enas.progress import Progress
+from enas.reinforce import ReinforceTrainer
+from enas.runs import RunDir, environment_info, resolve_device, rng_state, seed_everything, set_rng_state
+
+PHASES = ("shared", "controller", "eval")
+
+
+class Search:
+    """A search run bound to a run directory. ``resume=True`` restores everything from its last checkpoint."""
+
+    def __init__(self, cfg: Config | None, out: str | Path, resume: bool = False, progress: bool | None = None,
+                 overrides: list[tuple[str, Any]] | None = None):
+        self.run_dir = RunDir(out, resume=resume)
+        if resume:
+            ckpt = self.run_dir.load_checkpoint()
+            cfg = ckpt["config"]
+            for key, value in overrides or []:  # e.g. a lower learning rate after a divergence
+                set_key(cfg, key, value)
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        seed_everything(cfg.seed)
+        self.task = build_task(cfg, self.device)
+        self.space = build_space(cfg)
+        self.supernet = self.space.build_supernet(self.task.info).to(self.device)
+        # The controller is tiny and sequential: it stays on the CPU, where sampling needs no device syncs.
+        self.controller = Controller(self.space, cfg.controller)
+        self.trainer = ReinforceTrainer(self.controller, cfg.controller)
+        self.optimizer = make_sgd(self.supernet.parameters(), cfg.search.optim)
+        self.epoch = 0  # completed epochs
+        self.seconds = {p: 0.0 for p in PHASES}
+        self.progress = Progress(enabled=progress)
+        if resume:
+            self._restore(ckpt)
+        else:
+            self.run_dir.write_text("config.yaml", dump_yaml(cfg))
+
+    # --- checkpoints -------------------------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {
+            "config": self.cfg,
+            "epoch": self.epoch,
+            "supernet": self.supernet.state_dict(),
+            "controller": self.controller.state_dict(),
+            "reinforce": self.trainer.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "task": self.task.state_dict(),
+            "rng": rng_state(),
+            "seconds": dict(self.seconds),
+        }
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        self.epoch = ckpt["epoch"]
+        self.supernet.load_state_dict(ckpt["supernet"])
+        self.controller.load_state_dict(ckpt["controller"])
+        self.trainer.load_state_dict(ckpt["reinforce"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.task.load_state_dict(ckpt["task"])
+        set_rng_state(ckpt["rng"])
+        self.seconds = dict(ckpt["seconds"])
+        self.run_dir.truncate_metrics(after_epoch=self.epoch)
+
+    # --- the loop ----------------------------------------------------------------------------------------------
+    def sample_arch(self) -> Arch:
+        with torch.no_grad():
+            return self.controller.sample().arch
+
+    def _reward_mode(self) -> None:
+        self.supernet.train(self.cfg.search.reward_mode == "train")
+
+    def reward(self, arch: Arch) -> float:
+        return self.task.reward(self.supernet, self.task.reward_batch(), arch)
+
+    def train_shared(self, epoch: int) -> dict[str, float]:
+        cfg = self.cfg.search
+        lr = lr_at(epoch, cfg.optim)
+        set_lr(self.optimizer, lr)
+        self.supernet.train()
+        self.task.start_epoch(self.supernet)
+        total = self.task.num_train_batches()
+        if cfg.shared_steps:
+            total = min(total, cfg.shared_steps)
+        sums: dict[str, float] = {}
+        steps = 0
+        self.progress.start(f"epoch {epoch + 1}/{cfg.epochs} shared", total)
+        for batch in self.task.train_batches():
+            if steps >= total:
+                break
+            arch = self.sample_arch()
+            loss, stats = self.task.shared_loss(self.supernet, batch, arch)
+            check_finite(loss, f"in shared training (epoch {epoch + 1}, step {steps + 1})", self.run_dir.path)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            clip_gradients(self.supernet.parameters(), cfg.optim.grad_clip)
+            self.optimizer.step()
+            steps += 1
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + v
+            self.progress.update(steps, stats)
+        self.progress.end()
+        return {"lr": lr, "steps": steps, **{f"train_{k}": v / max(steps, 1) for k, v in sums.items()}}
+
+    def train_controller(self, epoch: int) -> dict[str, float]:
+        cfg = self.cfg.controller
+        self._reward_mode()
+        self.progress.start(f"epoch {epoch + 1}/{self.cfg.search.epochs} controller", cfg.train_steps)
+        stats = self.trainer.train_epoch(self.reward, steps=cfg.train_steps,
+                                         callback=lambda i, s: self.progress.update(i + 1, s))
+        self.progress.end()
+        return {f"controller_{k}": v for k, v in stats.items()}
+
+    def log_sampled_archs(self, epoch: int) -> list[float]:
+        """Log ``log_archs`` fresh samples with their minibatch reward (the authors' derive material)."""
+        self._reward_mode()
+        rewards = []
+        for _ in range(self.cfg.search.log_archs):
+            arch = self.sample_arch()
+            r = self.reward(arch)
+            rewards.append(r)
+            self.run_dir.log("arch", epoch=epoch + 1, reward=r, fixed_arc=arch.to_fixed_arc())
+        return rewards
+
+    def evaluate(self) -> dict[str, float]:
+        self.supernet.eval()
+        metrics = self.task.evaluate(self.supernet, "valid", arch_fn=self.sample_arch)
+        return {f"valid_{k}": v for k, v in metrics.items()}
+
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg.search
+        while self.epoch < cfg.epochs:
+            e = self.epoch
+            record: dict[str, Any] = {}
+            t = time.perf_counter()
+            record.update(self.train_shared(e))
+            self.seconds["shared"] += time.perf_counter() - t
+            t = time.perf_counter()
+            if cfg.controller_every and (e + 1) % cfg.controller_every == 0:
+                record.update(self.train_controller(e))
+            self.seconds["controller"] += time.perf_counter() - t
+            t = time.perf_counter()
+            rewards = self.log_sampled_archs(e)
+            if rewards:
+                record["sampled_reward_max"] = max(rewards)
+                record["sampled_reward_mean"] = sum(rewards) / len(rewards)
+            if cfg.eval_every and ((e + 1) % cfg.eval_every == 0 or e + 1 == cfg.epochs):
+                record.update(self.evaluate())
+            self.seconds["eval"] += time.perf_counter() - t
+            record.update({f"seconds_{k}": v for k, v in self.seconds.items()})
+            self.epoch = e + 1
+            self.run_dir.log("epoch", epoch=self.epoch, **record)
+            self.progress.line(_epoch_line(self.epoch, cfg.epochs, record))
+            self.run_dir.save_checkpoint(self._state())
+        return self.derive()
+
+    # --- derive ------------------------------------------------------------------------------------------------
+    def derive(self, samples: int | None = None) -> dict[str, Any]:
+        """Score ``samples`` distinct sampled archs (plus the argmax one if configured) on the whole validation
+        split; write candidates.csv, arch.json, arch.png and summary.json. Returns the summary."""
+        samples = self.cfg.search.derive_samples if samples is None else samples
+        t = time.perf_counter()
+        candidates: dict[str, Arch] = {}
+        if self.cfg.search.derive_greedy:
+            with torch.no_grad():
+                arch = self.controller.sample(greedy=True).arch
+            candidates[arch.to_fixed_arc()] = arch
+        tries = 0
+        while len(candidates) < samples + int(self.cfg.search.derive_greedy) and tries < 20 * max(samples, 1):
+            arch = self.sample_arch()
+            candidates.setdefault(arch.to_fixed_arc(), arch)
+            tries += 1
+        self.supernet.eval()
+        scored = []
+        self.progress.start("derive", len(candidates))
+        for i, (key, arch) in enumerate(candidates.items()):
+            metrics = self.task.evaluate(self.supernet, "valid", arch_fn=lambda a=arch: a)
+            scored.append((metrics["score"], key, arch, metrics))
+            self.progress.update(i + 1, {"best": max(s[0] for s in scored)})
+        self.progress.end()
+        scored.sort(key=lambda s: -s[0])
+        self.seconds["eval"] += time.perf_counter() - t
+        best_score, _, best, best_metrics = scored[0]
+        self.run_dir.write_text("candidates.csv", _candidates_csv(scored))
+        save_arch(best, self.run_dir.path / "arch.json")
+        picture = None
+        try:
+            from enas.viz import draw_arch, plot_curves
+
+            picture = draw_arch(best, self.run_dir.path / "arch.png", title=f"{self.cfg.space}: best derived arch")
+            if self.run_dir.read_metrics("epoch"):
+                plot_curves(self.run_dir.metrics_path, self.run_dir.path / "curves.png")
+        except ImportError:  # matplotlib missing: the arch file is what matters
+            pass
+        self.run_dir.log("derive", epoch=self.epoch, candidates=len(scored), best_score=best_score,
+                         fixed_arc=best.to_fixed_arc())
+        summary = {
+            "command": "search",
+            "run_dir": str(self.run_dir.path),
+            "space": self.cfg.space,
+            "dataset": self.cfg.dataset,
+            "preset": self.cfg.preset,
+            "seed": self.cfg.seed,
+            "epochs": self.epoch,
+            "best": {"score": best_score, **{f"valid_{k}": v for k, v in best_metrics.items()},
+                     "fixed_arc": best.to_fixed_arc(), "arch": best.to_json()},
+            "candidates": len(scored),
+            "seconds": dict(self.seconds),
+            "picture": str(picture) if picture else None,
+            "environment": environment_info(),
+        }
+        self.run_dir.write_json("summary.json", summary)
+        return summary
+
+
+def _candidates_csv(scored: list) -> str:
+    buf = io.StringIO()
+    metric_keys = sorted({k for s in scored for k in s[3] if k != "score"})
+    writer = csv.writer(buf)
+    writer.writerow(["rank", "score", *[f"valid_{k}" for k in metric_keys], "fixed_arc"])
+    for rank, (score, key, _arch, metrics) in enumerate(scored, 1):
+        writer.writerow([rank, f"{score:.6g}", *[f"{metrics.get(k, float('nan')):.6g}" for k in metric_keys], key])
+    return buf.getvalue()
+
+
+def _epoch_line(epoch: int, total: int, r: dict[str, Any]) -> str:
+    parts = [f"epoch {epoch}/{total}"]
+    for key, label in (("train_loss", "loss"), ("train_ppl", "ppl"), ("train_acc", "acc"),
+                       ("controller_reward", "reward"), ("controller_entropy", "entropy"),
+                       ("valid_ppl", "valid_ppl"), ("valid_acc", "valid_acc")):
+        if key in r and isinstance(r[key], (int, float)):
+            parts.append(f"{label} {r[key]:.4g}")
+    parts.append("time " + "/".join(f"{r.get(f'seconds_{p}', 0):.0f}s" for p in PHASES) + " (shared/ctrl/eval)")
+    return " | ".join(parts)

@@ -1,0 +1,1 @@
+"""Search spaces: decision lists, supernets and children."""

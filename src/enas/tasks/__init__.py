@@ -1,0 +1,1 @@
+"""Tasks: data, loss and reward. A task knows nothing of spaces or controllers."""

@@ -1,0 +1,291 @@
+"""Final training of one architecture from scratch, its evaluation on the test split, and the model file.
+
+The recipe comes from ``cfg.train`` (optimizer and schedule), ``cfg.model`` (sizes, dropout, drop-path, auxiliary
+head) and ``cfg.task`` (batching, augmentation, cutout, regularisers): see `enas.presets` for the paper's values.
+For language models, ``train.averaging`` averages the weights once the validation perplexity has not improved for
+``averaging_patience`` epochs (the corrected recipe's ASGD-like averaging); evaluation then uses the averaged weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from enas.arch import Arch, arch_from_json
+from enas.build import build_space, build_task, fit_model_to_arch
+from enas.config import Config, apply_dict, dump_yaml, set_key
+from enas.errors import UserError
+from enas.optim import check_finite, clip_gradients, lr_at, make_sgd, set_lr
+from enas.presets import make_config
+from enas.progress import Progress
+from enas.runs import (
+    RunDir,
+    atomic_write_bytes,
+    environment_info,
+    resolve_device,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
+
+MODEL_FORMAT = "enas-model"
+
+
+class WeightAverage:
+    """Running mean of a model's parameters (started once, updated after every optimizer step)."""
+
+    def __init__(self, model: nn.Module):
+        self.params = [p for p in model.parameters()]
+        self.mean = [p.detach().clone() for p in self.params]
+        self.count = 1
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.count += 1
+        for m, p in zip(self.mean, self.params):
+            m.add_(p.detach() - m, alpha=1.0 / self.count)
+
+    @torch.no_grad()
+    def swap(self) -> None:
+        """Exchange the live parameters and the averaged ones (call twice to undo)."""
+        for m, p in zip(self.mean, self.params):
+            tmp = p.detach().clone()
+            p.copy_(m)
+            m.copy_(tmp)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"mean": [m.cpu() for m in self.mean], "count": self.count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for m, s in zip(self.mean, state["mean"]):
+            m.copy_(s)
+        self.count = state["count"]
+
+
+class FinalTraining:
+    """Train ``arch`` from scratch under ``cfg``, writing a run directory; ``resume=True`` continues one."""
+
+    def __init__(self, cfg: Config | None, arch: Arch | None, out: str | Path, resume: bool = False,
+                 progress: bool | None = None, overrides: list[tuple[str, Any]] | None = None):
+        self.run_dir = RunDir(out, resume=resume)
+        ckpt = None
+        if resume:
+            ckpt = self.run_dir.load_checkpoint()
+            cfg, arch = ckpt["config"], arch_from_json(ckpt["arch"])
+            for key, value in overrides or []:
+                set_key(cfg, key, value)
+        if arch.space != cfg.space:
+            raise UserError(f"the architecture is a {arch.space} arch but the run is configured for the {cfg.space} "
+                            f"space; pass --space {arch.space} or another arch file")
+        fit_model_to_arch(cfg, arch)
+        self.cfg, self.arch = cfg, arch
+        self.device = resolve_device(cfg.device)
+        seed_everything(cfg.seed)
+        self.task = build_task(cfg, self.device)
+        self.space = build_space(cfg)
+        self.model = self.space.build_child(arch, self.task.info, final=True).to(self.device)
+        self.optimizer = make_sgd(self.model.parameters(), cfg.train.optim)
+        self.average: WeightAverage | None = None
+        self.best_valid = float("inf")
+        self.bad_epochs = 0
+        self.epoch = 0
+        self.seconds = {"train": 0.0, "eval": 0.0}
+        self.progress = Progress(enabled=progress)
+        if ckpt is not None:
+            self._restore(ckpt)
+        else:
+            self.run_dir.write_text("config.yaml", dump_yaml(cfg))
+            from enas.arch import save_arch
+
+            save_arch(arch, self.run_dir.path / "arch.json")
+
+    @property
+    def has_valid(self) -> bool:
+        return getattr(self.cfg.task, "valid_size", 1) > 0
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "config": self.cfg, "arch": self.arch.to_json(), "epoch": self.epoch,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "average": self.average.state_dict() if self.average else None,
+            "best_valid": self.best_valid, "bad_epochs": self.bad_epochs,
+            "task": self.task.state_dict(), "rng": rng_state(), "seconds": dict(self.seconds),
+        }
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        self.epoch = ckpt["epoch"]
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt["average"] is not None:
+            self.average = WeightAverage(self.model)
+            self.average.load_state_dict(ckpt["average"])
+        self.best_valid, self.bad_epochs = ckpt["best_valid"], ckpt["bad_epochs"]
+        self.task.load_state_dict(ckpt["task"])
+        set_rng_state(ckpt["rng"])
+        self.seconds = dict(ckpt["seconds"])
+        self.run_dir.truncate_metrics(after_epoch=self.epoch)
+
+    def _evaluate(self, split: str) -> dict[str, float]:
+        self.model.eval()
+        if self.average is not None:
+            self.average.swap()
+        try:
+            return self.task.evaluate(self.model, split)
+        finally:
+            if self.average is not None:
+                self.average.swap()
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        cfg = self.cfg.train
+        lr = lr_at(epoch, cfg.optim)
+        set_lr(self.optimizer, lr)
+        self.model.train()
+        self.task.start_epoch(self.model)
+        per_epoch = self.task.num_train_batches()
+        total_steps = per_epoch * cfg.epochs
+        sums: dict[str, float] = {}
+        steps = 0
+        self.progress.start(f"epoch {epoch + 1}/{cfg.epochs}", per_epoch)
+        for batch in self.task.train_batches():
+            if hasattr(self.model, "drop_path_progress"):
+                self.model.drop_path_progress = min(1.0, (epoch * per_epoch + steps + 1) / total_steps)
+            loss, stats = self.task.shared_loss(self.model, batch)
+            check_finite(loss, f"in final training (epoch {epoch + 1}, step {steps + 1})", self.run_dir.path)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            clip_gradients(self.model.parameters(), cfg.optim.grad_clip)
+            self.optimizer.step()
+            if self.average is not None:
+                self.average.update()
+            steps += 1
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + v
+            self.progress.update(steps, stats)
+        self.progress.end()
+        return {"lr": lr, **{f"train_{k}": v / max(steps, 1) for k, v in sums.items()}}
+
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg.train
+        while self.epoch < cfg.epochs:
+            e = self.epoch
+            t = time.perf_counter()
+            record = self.train_epoch(e)
+            self.seconds["train"] += time.perf_counter() - t
+            t = time.perf_counter()
+            if self.has_valid and cfg.eval_every and ((e + 1) % cfg.eval_every == 0 or e + 1 == cfg.epochs):
+                valid = self._evaluate("valid")
+                record.update({f"valid_{k}": v for k, v in valid.items()})
+                self._maybe_start_averaging(valid)
+            self.seconds["eval"] += time.perf_counter() - t
+            record["averaging"] = self.average is not None
+            self.epoch = e + 1
+            seconds = {f"seconds_{k}": v for k, v in self.seconds.items()}
+            self.run_dir.log("epoch", epoch=self.epoch, **record, **seconds)
+            self.progress.line(_line(self.epoch, cfg.epochs, record))
+            if cfg.checkpoint_every and (self.epoch % cfg.checkpoint_every == 0 or self.epoch == cfg.epochs):
+                self.run_dir.save_checkpoint(self._state())
+        return self.finish()
+
+    def _maybe_start_averaging(self, valid: dict[str, float]) -> None:
+        if not self.cfg.train.averaging or self.average is not None:
+            return
+        loss = valid["loss"]
+        if loss < self.best_valid:
+            self.best_valid, self.bad_epochs = loss, 0
+        else:
+            self.bad_epochs += 1
+            if self.bad_epochs >= self.cfg.train.averaging_patience:
+                self.average = WeightAverage(self.model)
+
+    def finish(self) -> dict[str, Any]:
+        t = time.perf_counter()
+        test = self._evaluate("test")
+        self.seconds["eval"] += time.perf_counter() - t
+        if self.average is not None:
+            self.average.swap()  # the saved model holds the averaged weights
+        model_path = self.run_dir.path / "model.pt"
+        save_model(model_path, self.model, self.arch, self.cfg, self.task.info)
+        if self.average is not None:
+            self.average.swap()
+        n_params = sum(p.numel() for p in self.model.parameters())
+        summary = {
+            "command": "train", "space": self.cfg.space, "dataset": self.cfg.dataset, "preset": self.cfg.preset,
+            "seed": self.cfg.seed, "epochs": self.epoch, "params": n_params,
+            **{f"test_{k}": v for k, v in test.items()},
+            "fixed_arc": self.arch.to_fixed_arc(), "model": str(model_path), "seconds": dict(self.seconds),
+            "environment": environment_info(),
+        }
+        self.run_dir.log("test", epoch=self.epoch, **{f"test_{k}": v for k, v in test.items()})
+        self.run_dir.write_json("summary.json", summary)
+        try:
+            from enas.viz import plot_curves
+
+            plot_curves(self.run_dir.metrics_path, self.run_dir.path / "curves.png")
+        except ImportError:
+            pass
+        return summary
+
+
+def save_model(path: Path, model: nn.Module, arch: Arch, cfg: Config, info: Any) -> None:
+    state = {
+        "format": MODEL_FORMAT, "version": 1, "arch": arch.to_json(), "config": cfg.to_dict(),
+        "task_info": dataclasses.asdict(info), "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+    }
+    atomic_write_bytes(Path(path), lambda f: torch.save(state, f))
+
+
+def load_model_file(path: str | Path) -> tuple[dict[str, Any], Config, Arch]:
+    """Read a model file (or a training run directory holding model.pt) -> (raw dict, config, arch)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.pt"
+    if not path.is_file():
+        raise UserError(f"no model at {path}; pass a run directory of `enas train` or its model.pt")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise UserError(f"{path} cannot be read as a model file ({type(e).__name__})") from e
+    if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
+        raise UserError(f"{path} is not a model file written by `enas train`")
+    raw = state["config"]
+    cfg = make_config(raw["space"], raw.get("preset", "paper"), "train", raw["dataset"])
+    apply_dict(cfg, raw)
+    return state, cfg, arch_from_json(state["arch"])
+
+
+def evaluate_model(path: str | Path, dataset: str | None = None, device: str = "auto",
+                   overrides: list[tuple[str, Any]] | None = None, split: str = "test") -> dict[str, float]:
+    """Recompute the metrics of a saved model on ``split`` of its data (or of ``dataset``)."""
+    state, cfg, arch = load_model_file(path)
+    if dataset:
+        cfg.dataset = dataset
+        if cfg.space != "rnn":
+            cfg.task.dataset = dataset
+    cfg.device = device
+    for key, value in overrides or []:
+        set_key(cfg, key, value)
+    dev = resolve_device(cfg.device)
+    task = build_task(cfg, dev)
+    model = build_space(cfg).build_child(arch, task.info, final=True)
+    try:
+        model.load_state_dict(state["state_dict"])
+    except RuntimeError as e:
+        raise UserError(f"the model's weights do not fit the data given ({str(e).splitlines()[0]}); "
+                        "evaluate on the dataset it was trained on") from e
+    model.to(dev).eval()
+    return task.evaluate(model, split)
+
+
+def _line(epoch: int, total: int, r: dict[str, Any]) -> str:
+    parts = [f"epoch {epoch}/{total}", f"lr {r.get('lr', 0):.4g}"]
+    for key in ("train_loss", "train_ppl", "train_acc", "valid_loss", "valid_ppl", "valid_acc"):
+        if isinstance(r.get(key), (int, float)):
+            parts.append(f"{key} {r[key]:.4g}")
+    if r.get("averaging"):
+        parts.append("averaging")
+    return " | ".join(parts)

@@ -1,0 +1,88 @@
+"""The command line: exit codes, one-line errors, show/search/train/eval round trips."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from enas.cli import main
+
+PTB_CELL = "0 0 0 1 1 2 1 2 0 2 0 5 1 1 0 6 1 8 1 8 1 8 1"
+MICRO = "0 2 0 0 0 4 0 1 0 4 1 1 1 0 0 1 0 2 1 1 1 0 1 0 0 3 0 2 1 1 3 1 1 0 0 4 0 3 1 1"
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "enas.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_show_json_for_the_published_cells(capsys, tmp_path):
+    assert main(["show", "--fixed-arc", PTB_CELL, "--space", "rnn", "--json", "-o", str(tmp_path / "c.png")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["space"] == "rnn" and info["hidden"] == 800 and info["fixed_arc"] == PTB_CELL
+    # tied embedding (10000 x 800) + node 0 (2 x 800 x 1600) + 11 nodes (800 x 1600)
+    assert info["params"] == 10000 * 800 + 2 * 800 * 1600 + 11 * 800 * 1600
+    assert (tmp_path / "c.png").stat().st_size > 1000
+    assert main(["show", "--fixed-arc", MICRO, "--space", "micro", "--json", "--set", "model.channels=36"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["channels"] == 36 and info["layers"] == 15 and 2_000_000 < info["params"] < 8_000_000
+
+
+def test_show_text_prints_params(capsys, tmp_path):
+    arch_file = tmp_path / "a.json"
+    assert main(["show", "--fixed-arc", PTB_CELL, "--space", "rnn", "--json"]) == 0
+    arch_file.write_text(json.dumps(json.loads(capsys.readouterr().out)["arch"]))
+    assert main(["show", str(arch_file), "--set", "model.hidden=100"]) == 0
+    out = capsys.readouterr().out
+    assert "parameters" in out and "hidden 100" in out
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["show", "missing.json"], "does not exist"),
+    (["show", "--fixed-arc", "0 9 9", "--space", "rnn"], ""),
+    (["search", "--space", "rnn", "--data", "cifar10"], "--data ptb"),
+    (["search", "--space", "micro", "--set", "search.epoch=3"], "did you mean"),
+    (["train", "--fixed-arc", MICRO, "--space", "macro"], ""),
+    (["eval", "nowhere"], "no model"),
+    (["search", "--space", "rnn", "--set", "task.root=/nonexistent/dir", "--out", "OUT"], "/nonexistent/dir"),
+])
+def test_user_errors_exit_2_with_one_line(args, needle, tmp_path):
+    args = [a.replace("OUT", str(tmp_path / "out")) for a in args]
+    result = run_cli(*args)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("enas: error:") and "Traceback" not in result.stderr
+    assert needle in lines[0]
+
+
+def test_malformed_arch_file(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    result = run_cli("show", str(bad))
+    assert result.returncode == 2 and "not valid JSON" in result.stderr
+    bad.write_text(json.dumps({"space": "rnn", "nodes": [{"act": "swish"}], "output": "loose_ends"}))
+    result = run_cli("train", str(bad), "--data", "ptb")
+    assert result.returncode == 2 and "swish" in result.stderr
+
+
+def test_print_config_lists_dotted_keys(capsys):
+    assert main(["search", "--space", "micro", "--data", "fashion-mnist", "--print-config", "--set",
+                 "search.epochs=5"]) == 0
+    out = capsys.readouterr().out
+    assert "epochs: 5" in out and "controller:" in out and "fashion-mnist" in out
+
+
+def test_search_train_eval_via_the_cli(corpus_dir, tmp_path, capsys):
+    common = ["--preset", "demo", "--device", "cpu", "--set", f"task.root={corpus_dir}",
+              "--set", "task.max_tokens=null", "--set", "model.hidden=16", "--set", "model.num_nodes=4", "--set", "task.batch_size=4",
+              "--set", "task.bptt=8", "--set", "task.eval_batch_size=4", "--set", "task.reward_batch_size=4"]
+    assert main(["search", "--space", "rnn", "--out", str(tmp_path / "s"), "--no-progress", *common,
+                 "--set", "search.epochs=1", "--set", "controller.train_steps=2",
+                 "--set", "search.derive_samples=2"]) == 0
+    assert "best arch" in capsys.readouterr().out
+    assert main(["derive", str(tmp_path / "s"), "--samples", "2"]) == 0
+    assert main(["train", str(tmp_path / "s" / "arch.json"), "--out", str(tmp_path / "t"), "--no-progress", *common,
+                 "--set", "train.epochs=1"]) == 0
+    assert "test_ppl" in capsys.readouterr().out
+    assert main(["eval", str(tmp_path / "t"), "--set", f"task.root={corpus_dir}", "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["test_ppl"] > 1
