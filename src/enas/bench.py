@@ -140,6 +140,7 @@ def bench_cnn(space_name: str, device: torch.device, size: str, warmup: int = 2,
     s = SIZES[size][space_name]
     info = TaskInfo(in_channels=3, image_size=s["image"], num_classes=10)
     x = torch.randn(s["batch"], 3, s["image"], s["image"], device=device)
+    x = x.contiguous(memory_format=torch.channels_last)  # the layout the image task serves
     y = torch.randint(0, 10, (s["batch"],), device=device)
     if space_name == "micro":
         space = MicroSpace(MicroSpaceConfig(channels=s["channels"], num_layers=s["num_layers"]))

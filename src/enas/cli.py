@@ -139,7 +139,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             return 0
         out = args.out or _default_out("search", args.space)
         print(f"enas search: space {cfg.space}, data {cfg.dataset}, preset {cfg.preset}, run directory {out}",
-              file=sys.stderr)
+              flush=True)
         summary = Search(cfg, out, progress=not args.no_progress and None).run()
     best = summary["best"]
     print(f"best arch (validation score {best['score']:.4g}): {best['fixed_arc']}")
@@ -180,7 +180,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             return 0
         out = args.out or _default_out("train", arch.space)
         print(f"enas train: space {cfg.space}, data {cfg.dataset}, preset {cfg.preset}, run directory {out}",
-              file=sys.stderr)
+              flush=True)
         summary = FinalTraining(cfg, arch, out, progress=not args.no_progress and None).run()
     metric = "test_ppl" if "test_ppl" in summary else "test_acc"
     print(f"{metric} {summary[metric]:.4f} ({summary['params']:,} parameters); model: {summary['model']}")

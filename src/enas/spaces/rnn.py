@@ -202,7 +202,7 @@ def _matrices(count: int, hidden: int) -> nn.ParameterList:
 
 
 def _pair(l: int, j: int) -> int:
-    """Row of the (node l, previous node j) matrix in the supernet's stacked weights."""
+    """Index of the (node l, previous node j) pair; its matrices are ``w_skip[pair * K + k]``."""
     return l * (l - 1) // 2 + j
 
 
