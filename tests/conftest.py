@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -78,3 +80,28 @@ def tiny_image_config(space, npz_path, command="search"):
     cfg.search.derive_samples = 3
     cfg.controller.train_steps, cfg.controller.num_aggregate = 2, 2
     return cfg
+
+
+
+@pytest.fixture
+def interrupted_after_checkpoint(monkeypatch):
+    """``with interrupted_after_checkpoint(): run()`` stops the run with KeyboardInterrupt right after its first
+    checkpoint is written (a real interruption) and expects that interruption."""
+    from enas.runs import RunDir
+
+    original = RunDir.save_checkpoint
+
+    def stop(self, state):
+        original(self, state)
+        raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def interrupted():
+        monkeypatch.setattr(RunDir, "save_checkpoint", stop)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                yield
+        finally:
+            monkeypatch.setattr(RunDir, "save_checkpoint", original)
+
+    return interrupted

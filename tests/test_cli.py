@@ -74,7 +74,8 @@ def test_print_config_lists_dotted_keys(capsys):
 
 def test_search_train_eval_via_the_cli(corpus_dir, tmp_path, capsys):
     common = ["--preset", "demo", "--device", "cpu", "--set", f"task.root={corpus_dir}",
-              "--set", "task.max_tokens=null", "--set", "model.hidden=16", "--set", "model.num_nodes=4", "--set", "task.batch_size=4",
+              "--set", "task.max_tokens=null", "--set", "model.hidden=16", "--set", "model.num_nodes=4",
+              "--set", "task.batch_size=4",
               "--set", "task.bptt=8", "--set", "task.eval_batch_size=4", "--set", "task.reward_batch_size=4"]
     assert main(["search", "--space", "rnn", "--out", str(tmp_path / "s"), "--no-progress", *common,
                  "--set", "search.epochs=1", "--set", "controller.train_steps=2",

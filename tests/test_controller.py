@@ -11,45 +11,7 @@ import torch.nn.functional as F
 from enas.controller import Controller, ControllerConfig, UniformSampler, check_actions
 from enas.errors import ArchError, ConfigError
 from enas.spaces.base import Decision, Space
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The controller's tensors are tiny: intra-op threads only add overhead, and stall on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-class FakeSpace(Space):
-    """A space that is only a decision list; decode returns the actions themselves."""
-
-    name = "fake"
-
-    def __init__(self, decisions: list[Decision], vocabs: dict[str, list[str]]):
-        self._decisions, self._vocabs = decisions, vocabs
-
-    def decisions(self):
-        return self._decisions
-
-    def vocabularies(self):
-        return self._vocabs
-
-    def decode(self, actions):
-        return list(actions)
-
-    def encode(self, arch):
-        return list(arch)
-
-    def build_supernet(self, info):
-        raise NotImplementedError
-
-    def build_child(self, arch, info, final=True):
-        raise NotImplementedError
-
-    def child_state_from_supernet(self, supernet, arch):
-        raise NotImplementedError
+from tests.fakes import FakeSpace
 
 
 def rnn_space(nodes: int = 5, prior: bool = True) -> FakeSpace:

@@ -11,44 +11,8 @@ import torch
 from enas.controller import Controller, ControllerConfig, UniformSampler
 from enas.errors import TrainingDiverged
 from enas.reinforce import STAT_KEYS, ReinforceTrainer
-from enas.spaces.base import Decision, Space
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The controller's tensors are tiny: intra-op threads only add overhead, and stall on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-class FakeSpace(Space):
-    name = "fake"
-
-    def __init__(self, decisions, vocabs):
-        self._decisions, self._vocabs = decisions, vocabs
-
-    def decisions(self):
-        return self._decisions
-
-    def vocabularies(self):
-        return self._vocabs
-
-    def decode(self, actions):
-        return list(actions)
-
-    def encode(self, arch):
-        return list(arch)
-
-    def build_supernet(self, info):
-        raise NotImplementedError
-
-    def build_child(self, arch, info, final=True):
-        raise NotImplementedError
-
-    def child_state_from_supernet(self, supernet, arch):
-        raise NotImplementedError
+from enas.spaces.base import Decision
+from tests.fakes import FakeSpace
 
 
 def toy_space() -> FakeSpace:

@@ -38,20 +38,12 @@ def test_rnn_search_writes_the_run_directory(corpus_dir, tmp_path):
 
 
 @pytest.mark.parametrize("space", ["rnn", "micro"])
-def test_resume_gives_the_same_run(space, corpus_dir, npz_path, tmp_path, monkeypatch):
+def test_resume_gives_the_same_run(space, corpus_dir, npz_path, tmp_path, interrupted_after_checkpoint):
     make = (lambda: tiny_rnn_config(corpus_dir)) if space == "rnn" else (lambda: tiny_image_config(space, npz_path))
     Search(make(), tmp_path / "full", progress=False).run()
 
-    original = RunDir.save_checkpoint
-
-    def stop_after_first(self, state):
-        original(self, state)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(RunDir, "save_checkpoint", stop_after_first)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_after_checkpoint():
         Search(make(), tmp_path / "stopped", progress=False).run()
-    monkeypatch.setattr(RunDir, "save_checkpoint", original)
     assert [e["epoch"] for e in RunDir(tmp_path / "stopped", resume=True).read_metrics("epoch")] == [1]
     Search(None, tmp_path / "stopped", resume=True, progress=False).run()
 

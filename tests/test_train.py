@@ -26,19 +26,11 @@ def test_rnn_final_training_and_eval(corpus_dir, tmp_path):
     assert [e["epoch"] for e in epochs] == [1, 2] and "valid_ppl" in epochs[0]
 
 
-def test_train_resume_matches_uninterrupted(corpus_dir, tmp_path, monkeypatch):
+def test_train_resume_matches_uninterrupted(corpus_dir, tmp_path, interrupted_after_checkpoint):
     arch = parse_fixed_arc(RNN_ARC, "rnn")
     full = FinalTraining(tiny_rnn_config(corpus_dir, "train"), arch, tmp_path / "full", progress=False).run()
-    original = RunDir.save_checkpoint
-
-    def stop(self, state):
-        original(self, state)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(RunDir, "save_checkpoint", stop)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_after_checkpoint():
         FinalTraining(tiny_rnn_config(corpus_dir, "train"), arch, tmp_path / "part", progress=False).run()
-    monkeypatch.setattr(RunDir, "save_checkpoint", original)
     resumed = FinalTraining(None, None, tmp_path / "part", resume=True, progress=False).run()
     assert resumed["test_ppl"] == pytest.approx(full["test_ppl"], rel=1e-6)
 

@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="dataset (as for search)")
     p.add_argument("--out", help="run directory (default runs/train-SPACE-TIME)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--cutout", type=int, default=None, metavar="N",
+                   help="CNN spaces: cutout square size (16 in the micro paper preset; 0 = off)")
     p.add_argument("--no-progress", action="store_true")
     _common_config_args(p)
 
@@ -172,6 +174,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.space and args.space != arch.space:
             raise UserError(f"the architecture belongs to the {arch.space} space, not {args.space}")
         cfg = resolve_config(arch.space, args.data, args, "train")
+        if args.cutout is not None:
+            if arch.space == "rnn":
+                raise UserError("--cutout applies to image classifiers (macro, micro), not to the rnn space")
+            cfg.task.cutout = args.cutout
         if args.print_config:
             from enas.build import fit_model_to_arch
 

@@ -59,3 +59,27 @@ def clip_gradients(params: Iterable[nn.Parameter], max_norm: float | None) -> fl
     if max_norm is None or max_norm <= 0:
         return None
     return float(torch.nn.utils.clip_grad_norm_(list(params), max_norm))
+
+
+def sgd_step(optimizer: torch.optim.Optimizer, model: nn.Module, loss: torch.Tensor, grad_clip: float | None) -> None:
+    """Backward ``loss``, clip the global gradient norm of ``model`` (if set), and step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    clip_gradients(model.parameters(), grad_clip)
+    optimizer.step()
+
+
+class StatsMean:
+    """Running means of the float stats a task returns per batch."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def add(self, stats: dict[str, float]) -> None:
+        self.count += 1
+        for k, v in stats.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+
+    def means(self, prefix: str = "") -> dict[str, float]:
+        return {f"{prefix}{k}": v / max(self.count, 1) for k, v in self.sums.items()}

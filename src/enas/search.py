@@ -25,7 +25,7 @@ from enas.arch import Arch, save_arch
 from enas.build import build_space, build_task
 from enas.config import Config, dump_yaml, set_key
 from enas.controller import Controller
-from enas.optim import check_finite, clip_gradients, lr_at, make_sgd, set_lr
+from enas.optim import StatsMean, check_finite, lr_at, make_sgd, set_lr, sgd_step
 from enas.progress import Progress
 from enas.reinforce import ReinforceTrainer
 from enas.runs import RunDir, environment_info, resolve_device, rng_state, seed_everything, set_rng_state
@@ -107,25 +107,20 @@ class Search:
         total = self.task.num_train_batches()
         if cfg.shared_steps:
             total = min(total, cfg.shared_steps)
-        sums: dict[str, float] = {}
-        steps = 0
+        stats_mean = StatsMean()
         self.progress.start(f"epoch {epoch + 1}/{cfg.epochs} shared", total)
         for batch in self.task.train_batches():
-            if steps >= total:
+            if stats_mean.count >= total:
                 break
             arch = self.sample_arch()
             loss, stats = self.task.shared_loss(self.supernet, batch, arch)
-            check_finite(loss, f"in shared training (epoch {epoch + 1}, step {steps + 1})", self.run_dir.path)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            clip_gradients(self.supernet.parameters(), cfg.optim.grad_clip)
-            self.optimizer.step()
-            steps += 1
-            for k, v in stats.items():
-                sums[k] = sums.get(k, 0.0) + v
-            self.progress.update(steps, stats)
+            check_finite(loss, f"in shared training (epoch {epoch + 1}, step {stats_mean.count + 1})",
+                         self.run_dir.path)
+            sgd_step(self.optimizer, self.supernet, loss, cfg.optim.grad_clip)
+            stats_mean.add(stats)
+            self.progress.update(stats_mean.count, stats)
         self.progress.end()
-        return {"lr": lr, "steps": steps, **{f"train_{k}": v / max(steps, 1) for k, v in sums.items()}}
+        return {"lr": lr, "steps": stats_mean.count, **stats_mean.means("train_")}
 
     def train_controller(self, epoch: int) -> dict[str, float]:
         cfg = self.cfg.controller

@@ -20,7 +20,7 @@ from enas.arch import Arch, arch_from_json
 from enas.build import build_space, build_task, fit_model_to_arch
 from enas.config import Config, apply_dict, dump_yaml, set_key
 from enas.errors import UserError
-from enas.optim import check_finite, clip_gradients, lr_at, make_sgd, set_lr
+from enas.optim import StatsMean, check_finite, lr_at, make_sgd, set_lr, sgd_step
 from enas.presets import make_config
 from enas.progress import Progress
 from enas.runs import (
@@ -148,26 +148,21 @@ class FinalTraining:
         self.task.start_epoch(self.model)
         per_epoch = self.task.num_train_batches()
         total_steps = per_epoch * cfg.epochs
-        sums: dict[str, float] = {}
-        steps = 0
+        stats_mean = StatsMean()
         self.progress.start(f"epoch {epoch + 1}/{cfg.epochs}", per_epoch)
         for batch in self.task.train_batches():
             if hasattr(self.model, "drop_path_progress"):
-                self.model.drop_path_progress = min(1.0, (epoch * per_epoch + steps + 1) / total_steps)
+                self.model.drop_path_progress = min(1.0, (epoch * per_epoch + stats_mean.count + 1) / total_steps)
             loss, stats = self.task.shared_loss(self.model, batch)
-            check_finite(loss, f"in final training (epoch {epoch + 1}, step {steps + 1})", self.run_dir.path)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            clip_gradients(self.model.parameters(), cfg.optim.grad_clip)
-            self.optimizer.step()
+            check_finite(loss, f"in final training (epoch {epoch + 1}, step {stats_mean.count + 1})",
+                         self.run_dir.path)
+            sgd_step(self.optimizer, self.model, loss, cfg.optim.grad_clip)
             if self.average is not None:
                 self.average.update()
-            steps += 1
-            for k, v in stats.items():
-                sums[k] = sums.get(k, 0.0) + v
-            self.progress.update(steps, stats)
+            stats_mean.add(stats)
+            self.progress.update(stats_mean.count, stats)
         self.progress.end()
-        return {"lr": lr, **{f"train_{k}": v / max(steps, 1) for k, v in sums.items()}}
+        return {"lr": lr, **stats_mean.means("train_")}
 
     def run(self) -> dict[str, Any]:
         cfg = self.cfg.train

@@ -26,13 +26,6 @@ PUBLISHED = (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These networks are tiny: one intra-op thread is faster, and immune to busy-waiting when the CPUs are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def space(num_layers=4, channels=4, keep_prob=1.0, ops=MACRO_OPS) -> MacroSpace:

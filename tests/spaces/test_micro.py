@@ -16,14 +16,6 @@ FMNIST = TaskInfo(in_channels=1, image_size=28, num_classes=10)
 SMALL = TaskInfo(in_channels=3, image_size=12, num_classes=4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a busy machine OpenMP's spinning makes each op
-    orders of magnitude slower; run this module single-threaded and restore the setting afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny(**overrides):

@@ -201,9 +201,9 @@ class LanguageModelTask(Task):
         reg = self._regularisers(extras)
         if reg is None:
             value = ce.item()
-            return ce, {"loss": value, "ppl": math.exp(value)}
+            return ce, {"loss": value, "ppl": _ppl(value)}
         value, reg_value = torch.stack([ce.detach(), reg.detach()]).tolist()  # one device sync
-        return ce + reg, {"loss": value, "ppl": math.exp(value), "reg": reg_value}
+        return ce + reg, {"loss": value, "ppl": _ppl(value), "reg": reg_value}
 
     # ---- reward --------------------------------------------------------------------------------------------------
 
@@ -250,7 +250,7 @@ class LanguageModelTask(Task):
             sums.append(_token_ce(logits, data[i + 1 : i + 1 + t], reduction="sum"))
         tokens = n * data.size(1)
         loss = torch.stack(sums).double().sum().item() / tokens  # one device sync for the whole split
-        ppl = math.exp(loss)
+        ppl = _ppl(loss)
         return {"loss": loss, "ppl": ppl, "score": self.cfg.reward_c / ppl, "tokens": tokens}
 
     # ---- checkpointing -------------------------------------------------------------------------------------------
@@ -273,3 +273,8 @@ class LanguageModelTask(Task):
 
 
 __all__ = ["LanguageModelTask", "TextTaskConfig", "batchify", "sample_bptt_lengths"]
+
+
+def _ppl(loss: float) -> float:
+    """exp(loss), inf instead of an OverflowError for a diverged model (the NaN/inf check then reports it)."""
+    return math.exp(loss) if loss < 700 else float("inf")
