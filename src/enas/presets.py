@@ -190,6 +190,9 @@ def _image_sizes(preset: str, command: str, cfg: Config) -> Config:
         search.optim.t0 = train.optim.t0 = search.epochs
         controller.train_steps, controller.num_aggregate = 10, 5
         search.derive_samples = 10
+        # BN running statistics averaged over a few hundred different archs rank archs poorly; score with batch
+        # statistics (the micro supernet always uses them)
+        search.reward_mode = "train"
         if command == "train":
             task.valid_size = 0
     return cfg

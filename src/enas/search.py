@@ -93,6 +93,8 @@ class Search:
             return self.controller.sample().arch
 
     def _reward_mode(self) -> None:
+        """Rewards, validation and derive scores all use ``search.reward_mode``: "eval" (BN running statistics,
+        no dropout; the authors' macro setting) or "train" (batch statistics)."""
         self.supernet.train(self.cfg.search.reward_mode == "train")
 
     def reward(self, arch: Arch) -> float:
@@ -143,7 +145,7 @@ class Search:
         return rewards
 
     def evaluate(self) -> dict[str, float]:
-        self.supernet.eval()
+        self._reward_mode()
         metrics = self.task.evaluate(self.supernet, "valid", arch_fn=self.sample_arch)
         return {f"valid_{k}": v for k, v in metrics.items()}
 
@@ -190,7 +192,7 @@ class Search:
             arch = self.sample_arch()
             candidates.setdefault(arch.to_fixed_arc(), arch)
             tries += 1
-        self.supernet.eval()
+        self._reward_mode()
         scored = []
         self.progress.start("derive", len(candidates))
         for i, (key, arch) in enumerate(candidates.items()):

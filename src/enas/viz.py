@@ -424,14 +424,19 @@ def plot_curves(metrics_path: str | os.PathLike, path: str | os.PathLike) -> Pat
     if not src.is_file():
         raise DataError(f"metrics file {src} does not exist; pass a run directory or its metrics.jsonl")
     series = _read_epochs(src)
+    # Bookkeeping fields (cumulative seconds, batch and token counts) and constant series make no useful panel.
+    informative = {k: v for k, v in series.items()
+                   if not k.startswith("seconds") and k not in ("steps", "averaging")
+                   and not k.endswith(("_tokens", "_n")) and len({round(y, 12) for y in v.values()}) > 1}
+    series = informative or series
     if not series:
         raise DataError(f"{src} has no epoch records with numeric fields; plot a run that finished an epoch")
     ncols = min(3, len(series))
     nrows = math.ceil(len(series) / ncols)
-    fw, fh = 3.4 * ncols, 2.5 * nrows + 0.5
+    fw, fh = 3.4 * ncols, 2.5 * nrows + 0.8
     fig = _figure(fw, fh)
     # Fixed margins in inches: much faster than a constrained or tight layout, which draw the figure twice.
-    fig.subplots_adjust(left=0.6 / fw, right=1 - 0.15 / fw, bottom=0.45 / fh, top=1 - 0.6 / fh, wspace=0.32,
+    fig.subplots_adjust(left=0.6 / fw, right=1 - 0.15 / fw, bottom=0.45 / fh, top=1 - 0.85 / fh, wspace=0.32,
                         hspace=0.5)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, (name, points) in zip(axes, series.items()):
