@@ -52,3 +52,8 @@ def test_rng_state_round_trip():
     a = (random.random(), np.random.rand(), torch.rand(1).item())
     set_rng_state(state)
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == a
+
+
+def test_fresh_run_drops_metrics_of_a_run_that_never_checkpointed(tmp_path):
+    RunDir(tmp_path).log("epoch", epoch=1, loss=1.0)
+    assert RunDir(tmp_path).read_metrics() == []

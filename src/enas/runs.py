@@ -105,6 +105,9 @@ class RunDir:
             raise UserError(f"{self.path} already holds a run; pass --resume to continue it or choose another --out")
         self.path.mkdir(parents=True, exist_ok=True)
         self.ckpt_dir.mkdir(exist_ok=True)
+        if not resume and self.metrics_path.is_file():
+            # left by a run stopped before its first checkpoint: nothing in it can be resumed
+            self.metrics_path.unlink()
         self._tb = None
 
     @property
