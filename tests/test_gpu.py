@@ -1,0 +1,56 @@
+"""Checks that need a CUDA device (skipped without one): each space on the GPU, and a tiny search whose supernet
+lives on the GPU while the controller stays on the CPU."""
+
+import pytest
+import torch
+
+from enas.controller import UniformSampler
+from enas.spaces.base import TaskInfo
+from tests.conftest import tiny_image_config, tiny_rnn_config
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+
+def _spaces():
+    from enas.spaces.macro import MacroSpace, MacroSpaceConfig
+    from enas.spaces.micro import MicroSpace, MicroSpaceConfig
+    from enas.spaces.rnn import RnnSpace, RnnSpaceConfig
+
+    return {
+        "rnn": (RnnSpace(RnnSpaceConfig(hidden=32, num_nodes=5)), TaskInfo(vocab_size=50)),
+        "macro": (MacroSpace(MacroSpaceConfig(num_layers=4, channels=8)),
+                  TaskInfo(in_channels=3, image_size=16, num_classes=10)),
+        "micro": (MicroSpace(MicroSpaceConfig(num_layers=3, channels=8)),
+                  TaskInfo(in_channels=3, image_size=16, num_classes=10)),
+    }
+
+
+@pytest.mark.parametrize("name", ["rnn", "macro", "micro"])
+def test_supernet_equals_child_on_cuda(name):
+    space, info = _spaces()[name]
+    supernet = space.build_supernet(info).cuda().eval()
+    for _ in range(3):
+        arch = UniformSampler(space).sample().arch
+        child = space.build_child(arch, info, final=False).cuda().eval()
+        child.load_state_dict(space.child_state_from_supernet(supernet, arch))
+        with torch.no_grad():
+            if name == "rnn":
+                x = torch.randint(0, 50, (6, 4), device="cuda")
+                h = supernet.init_hidden(4)
+                a, b = supernet(x, h, arch=arch)[0], child(x, h)[0]
+            else:
+                x = torch.randn(4, 3, 16, 16, device="cuda")
+                a, b = supernet(x, arch=arch)[0], child(x)[0]
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("space", ["rnn", "micro"])
+def test_tiny_search_on_cuda(space, corpus_dir, npz_path, tmp_path):
+    from enas.search import Search
+
+    cfg = tiny_rnn_config(corpus_dir) if space == "rnn" else tiny_image_config(space, npz_path)
+    cfg.device = "cuda"
+    summary = Search(cfg, tmp_path / "run", progress=False).run()
+    assert summary["best"]["score"] > 0
+    resumed = Search(None, tmp_path / "run", resume=True, progress=False)
+    assert next(resumed.supernet.parameters()).is_cuda
