@@ -17,7 +17,7 @@ PTB_CELL = "0 0 0 1 1 2 1 2 0 2 0 5 1 1 0 6 1 8 1 8 1 8 1"
 
 
 def space(**kw) -> RnnSpace:
-    cfg = dict(hidden=H, num_nodes=6, **NO_DROPOUT)
+    cfg = dict(hidden=H, num_nodes=6, batch_norm_output=True, **NO_DROPOUT)
     cfg.update(kw)
     return RnnSpace(RnnSpaceConfig(**cfg))
 
@@ -293,3 +293,19 @@ def test_output_mask_is_the_same_at_every_step():
     assert torch.allclose(mask, mask[0].expand_as(mask), atol=1e-3)
     assert ((mask[0] - 2.0).abs() < 1e-3).logical_or(mask[0].abs() < 1e-3).all()
     assert 0 < (mask[0].abs() < 1e-3).float().mean() < 1
+
+
+def test_supernet_equals_child_without_output_batch_norm():
+    sp = space(batch_norm_output=False)
+    net = sp.build_supernet(TaskInfo(vocab_size=V))
+    assert not hasattr(net, "out_bn_weight")
+    net.train()
+    x = tokens()
+    net(x, net.init_hidden(B), arch=sp.decode(random_actions(sp, random.Random(0))))  # move the running stats
+    net.eval()
+    for seed in range(3):
+        arch = sp.decode(random_actions(sp, random.Random(seed)))
+        child = sp.build_child(arch, TaskInfo(vocab_size=V), final=False).eval()
+        child.load_state_dict(sp.child_state_from_supernet(net, arch))
+        a, b = net(x, net.init_hidden(B), arch=arch), child(x, child.init_hidden(B))
+        assert torch.allclose(a[0], b[0], atol=1e-5) and torch.allclose(a[1], b[1], atol=1e-5)

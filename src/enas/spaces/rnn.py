@@ -68,14 +68,17 @@ class CellLM(nn.Module):
         self.batched_weight_grads = True  # see run_cell; False gives the same gradients through plain autograd
         self._plans: dict[RnnArch, CellPlan] = {}
 
-    def _add_norms(self, rows: int) -> None:
-        """Per-node batch norm over [pre | gate] (rows x 2H) and one over the cell output (H)."""
+    def _add_norms(self, rows: int, output: bool) -> None:
+        """Per-node batch norm over [pre | gate] (rows x 2H) and, with ``output``, one over the cell output (H)."""
         h2 = 2 * self.hidden_size
         self.norm_rows = rows
         self.bn_weight = nn.Parameter(torch.ones(rows, h2))
         self.bn_bias = nn.Parameter(torch.zeros(rows, h2))
         self.register_buffer("bn_mean", torch.zeros(rows, h2))
         self.register_buffer("bn_var", torch.ones(rows, h2))
+        self.bn_output = output
+        if not output:
+            return
         self.out_bn_weight = nn.Parameter(torch.ones(self.hidden_size))
         self.out_bn_bias = nn.Parameter(torch.zeros(self.hidden_size))
         self.register_buffer("out_bn_mean", torch.zeros(self.hidden_size))
@@ -84,6 +87,8 @@ class CellLM(nn.Module):
     def _norms(self) -> CellNorms | None:
         if not self.norm_rows:
             return None
+        if not self.bn_output:
+            return CellNorms(self.bn_weight, self.bn_bias, self.bn_mean, self.bn_var, None, None, None, None)
         return CellNorms(self.bn_weight, self.bn_bias, self.bn_mean, self.bn_var,
                          self.out_bn_weight, self.out_bn_bias, self.out_bn_mean, self.out_bn_var)
 
@@ -163,6 +168,9 @@ class RnnSpaceConfig:
     variant: str = "paper"
     hidden: int = 1000  # = embedding size (tied softmax, no bias)
     batch_norm: bool = True  # per-node BN in the supernet (and in children built with final=False)
+    # BN of the averaged output h_t too, as the authors' first code; off by default: with it the shared cell did not
+    # train at the paper's learning rate 20 (see docs/fidelity.md)
+    batch_norm_output: bool = False
     init_range: float = 0.04
     dropout_word: float = 0.25  # whole word vectors, one draw per (sequence, word type)
     dropout_emb: float = 0.0  # (B, H) mask on the embeddings
@@ -223,7 +231,7 @@ class RnnSupernet(CellLM):
         self.w_h = _matrices(k0, h)  # entry k: (H, 2H), node 0's h_{t-1} part
         self.w_skip = _matrices(n * (n - 1) // 2 * k, h)  # entry pair(l, j) * K + k: (H, 2H)
         if cfg.batch_norm:
-            self._add_norms(n)
+            self._add_norms(n, cfg.batch_norm_output)
         self.reset_parameters()
 
     def _act_index(self, act: str, stacked: int) -> int:
@@ -264,7 +272,7 @@ class RnnChild(CellLM):
         self.w_h = nn.Parameter(torch.empty(h, 2 * h))  # (H, 2H)
         self.w_nodes = _matrices(n - 1, h)  # entry l-1: (H, 2H) of node l
         if batch_norm:
-            self._add_norms(n)
+            self._add_norms(n, cfg.batch_norm_output)
         self.reset_parameters()
 
     def _path(self, arch: RnnArch) -> tuple[Tensor, CellWeights]:
@@ -372,8 +380,9 @@ class RnnSpace(Space):
         if supernet.norm_rows:
             for name in ("bn_weight", "bn_bias", "bn_mean", "bn_var"):
                 state[name] = getattr(supernet, name)[:n]
-            for name in ("out_bn_weight", "out_bn_bias", "out_bn_mean", "out_bn_var"):
-                state[name] = getattr(supernet, name)
+            if supernet.bn_output:
+                for name in ("out_bn_weight", "out_bn_bias", "out_bn_mean", "out_bn_var"):
+                    state[name] = getattr(supernet, name)
         return {k: v.detach().clone() for k, v in state.items()}
 
 

@@ -91,10 +91,10 @@ class CellNorms:
     bias: Tensor  # (N, 2H)
     running_mean: Tensor  # (N, 2H), updated in place
     running_var: Tensor  # (N, 2H)
-    out_weight: Tensor  # (H,)
-    out_bias: Tensor  # (H,)
-    out_mean: Tensor  # (H,)
-    out_var: Tensor  # (H,)
+    out_weight: Tensor | None  # (H,); None: h_t is not normalised
+    out_bias: Tensor | None  # (H,)
+    out_mean: Tensor | None  # (H,)
+    out_var: Tensor | None  # (H,)
 
 
 @dataclass
@@ -293,7 +293,8 @@ def run_cell(plan: CellPlan, weights: CellWeights, xproj: Tensor, hidden: Tensor
     prod0 = _Product([weights.w_h], steps, plain)
     prods = [_Product([weights.nodes[l] for l in p.group.children], steps, plain) for p in rest]
     node_mask = mask_h if mask_all_nodes else None
-    out_stats = [norms.out_mean.clone(), norms.out_var.clone()] if norms is not None else []
+    out_norm = norms is not None and norms.out_weight is not None
+    out_stats = [norms.out_mean.clone(), norms.out_var.clone()] if out_norm else []
     outputs = []
     for t, x_t in enumerate(xproj.unbind(0)):  # unbind: one backward op, not one (T, B, 2H) zero-fill per step
         states: list[Tensor | None] = [None] * plan.num_nodes
@@ -306,12 +307,13 @@ def run_cell(plan: CellPlan, weights: CellWeights, xproj: Tensor, hidden: Tensor
                 states[l] = state
         outs = [states[l] for l in plan.outputs]
         hidden = outs[0] if len(outs) == 1 else torch.stack(outs).mean(0)  # (B, H)
-        if norms is not None:
+        if out_norm:
             hidden = _batch_norm(hidden, norms.out_weight, norms.out_bias, out_stats, training)
         outputs.append(hidden)
     if norms is not None and training:
         _unpack_stats(packed, norms)
-        with torch.no_grad():
-            norms.out_mean.copy_(out_stats[0])
-            norms.out_var.copy_(out_stats[1])
+        if out_norm:
+            with torch.no_grad():
+                norms.out_mean.copy_(out_stats[0])
+                norms.out_var.copy_(out_stats[1])
     return torch.stack(outputs), hidden
