@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -47,10 +47,12 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def check_finite(loss: torch.Tensor, where: str, run_dir: object = None) -> None:
-    """Raise `TrainingDiverged` with a one-line hint when ``loss`` is NaN or infinite."""
+def check_finite(loss: torch.Tensor, where: str | Callable[[], str], run_dir: object = None) -> None:
+    """Raise `TrainingDiverged` with a one-line hint when ``loss`` is NaN or infinite. ``where`` may be a callable,
+    so that a per-step caller builds its message only when it is needed."""
     if not torch.isfinite(loss).all():
         saved = f"; the last checkpoint in {run_dir}/checkpoints is intact" if run_dir else ""
+        where = where() if callable(where) else where
         raise TrainingDiverged(f"the loss became {loss.item()} {where}{saved}: lower the learning rate "
                                "(--set search.optim.lr=... or train.optim.lr=...) and resume with --resume")
 

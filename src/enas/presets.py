@@ -133,8 +133,8 @@ def _macro(preset: str, command: str) -> Config:
     if command == "train":
         model.channels, model.keep_prob = 96, 0.5  # the released 24-layer network's script
         task.valid_size, task.batch_size = 0, 100
-    return _image_sizes(preset, command, Config(model=model, task=task, controller=controller, search=search,
-                                                train=train))
+    return _image_sizes("macro", preset, command, Config(model=model, task=task, controller=controller,
+                                                         search=search, train=train))
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -159,16 +159,16 @@ def _micro(preset: str, command: str) -> Config:
         model.drop_path_keep = 0.6
         task.valid_size, task.batch_size = 0, 144
         task.cutout = 16  # the paper's 2.89% needs cutout; the authors' final script leaves it off (spec 9 #13)
-    return _image_sizes(preset, command, Config(model=model, task=task, controller=controller, search=search,
-                                                train=train))
+    return _image_sizes("micro", preset, command, Config(model=model, task=task, controller=controller,
+                                                         search=search, train=train))
 
 
-def _image_sizes(preset: str, command: str, cfg: Config) -> Config:
+def _image_sizes(space: str, preset: str, command: str, cfg: Config) -> Config:
     """Shrink the CNN presets for ``quick`` and ``demo``."""
     model, task, search, train, controller = cfg.model, cfg.task, cfg.search, cfg.train, cfg.controller
     if preset == "quick":
         model.channels = 16 if command == "search" else 32
-        if cfg.space == "micro" or hasattr(model, "drop_path_keep"):
+        if space == "micro":
             model.num_layers = 6 if command == "search" else 9
         search.epochs, train.epochs = 30, 70  # cosine cycles end at 30 and 70
         search.derive_samples = 50
@@ -176,7 +176,7 @@ def _image_sizes(preset: str, command: str, cfg: Config) -> Config:
     elif preset == "demo":
         # Minutes on a 2-core CPU. With a fresh arch per step the shared weights need several hundred steps
         # before any arch beats chance, so the demo trades data for steps: 12k images, 5 epochs of ~160 steps.
-        is_micro = hasattr(model, "drop_path_keep")
+        is_micro = space == "micro"
         model.channels = 8
         model.num_layers = 3 if is_micro else 6
         task.train_subset, task.test_subset = 12_000, 2000

@@ -116,7 +116,7 @@ class Search:
                 break
             arch = self.sample_arch()
             loss, stats = self.task.shared_loss(self.supernet, batch, arch)
-            check_finite(loss, f"in shared training (epoch {epoch + 1}, step {stats_mean.count + 1})",
+            check_finite(loss, lambda: f"in shared training (epoch {epoch + 1}, step {stats_mean.count + 1})",
                          self.run_dir.path)
             sgd_step(self.optimizer, self.supernet, loss, cfg.optim.grad_clip)
             stats_mean.add(stats)

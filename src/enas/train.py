@@ -154,7 +154,7 @@ class FinalTraining:
             if hasattr(self.model, "drop_path_progress"):
                 self.model.drop_path_progress = min(1.0, (epoch * per_epoch + stats_mean.count + 1) / total_steps)
             loss, stats = self.task.shared_loss(self.model, batch)
-            check_finite(loss, f"in final training (epoch {epoch + 1}, step {stats_mean.count + 1})",
+            check_finite(loss, lambda: f"in final training (epoch {epoch + 1}, step {stats_mean.count + 1})",
                          self.run_dir.path)
             sgd_step(self.optimizer, self.model, loss, cfg.optim.grad_clip)
             if self.average is not None:

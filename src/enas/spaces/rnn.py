@@ -87,10 +87,8 @@ class CellLM(nn.Module):
     def _norms(self) -> CellNorms | None:
         if not self.norm_rows:
             return None
-        if not self.bn_output:
-            return CellNorms(self.bn_weight, self.bn_bias, self.bn_mean, self.bn_var, None, None, None, None)
-        return CellNorms(self.bn_weight, self.bn_bias, self.bn_mean, self.bn_var,
-                         self.out_bn_weight, self.out_bn_bias, self.out_bn_mean, self.out_bn_var)
+        out = (getattr(self, f"out_bn_{n}") if self.bn_output else None for n in ("weight", "bias", "mean", "var"))
+        return CellNorms(self.bn_weight, self.bn_bias, self.bn_mean, self.bn_var, *out)
 
     def reset_parameters(self) -> None:
         """U(-init_range, init_range) for the embedding and every cell matrix (spec 4.1); BN scale 1, offset 0."""

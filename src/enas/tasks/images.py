@@ -145,10 +145,8 @@ def gather_batch(
     padding applied after normalisation. Cutout zeroes rows [cut_y, cut_y + cutout) x columns
     [cut_x, cut_x + cutout) of the output, clipped at the borders.
     """
-    # Batches are channels-last: depthwise convolutions and pooling run several times faster in that layout on the
-    # CPU (oneDNN) and no slower on the GPU; the models never depend on the memory layout.
     if aug is None:
-        return (images[idx].float() * scale + shift).contiguous(memory_format=torch.channels_last)  # (B, C, S, S)
+        return _channels_last(images[idx].float() * scale + shift)  # (B, C, S, S)
     size = images.shape[-1]
     ar = torch.arange(size, device=images.device)  # (S,)
     rows = aug.dy[:, None] - PAD + ar  # (B, S) source row of each output row
@@ -163,7 +161,12 @@ def gather_batch(
         in_rows = (ar >= aug.cut_y[:, None]) & (ar < aug.cut_y[:, None] + cutout)  # (B, S)
         in_cols = (ar >= aug.cut_x[:, None]) & (ar < aug.cut_x[:, None] + cutout)  # (B, S)
         keep &= ~(in_rows[:, :, None] & in_cols[:, None, :])
-    x = (x.float() * scale + shift) * keep[:, None]  # (B, C, S, S)
+    return _channels_last((x.float() * scale + shift) * keep[:, None])  # (B, C, S, S)
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    # Batches are channels-last: depthwise convolutions and pooling run several times faster in that layout on the
+    # CPU (oneDNN) and no slower on the GPU; the models never depend on the memory layout.
     return x.contiguous(memory_format=torch.channels_last)
 
 

@@ -272,9 +272,9 @@ class LanguageModelTask(Task):
         self._reward_pos = int(state["reward_pos"])
 
 
-__all__ = ["LanguageModelTask", "TextTaskConfig", "batchify", "sample_bptt_lengths"]
-
-
 def _ppl(loss: float) -> float:
     """exp(loss), inf instead of an OverflowError for a diverged model (the NaN/inf check then reports it)."""
     return math.exp(loss) if loss < 700 else float("inf")
+
+
+__all__ = ["LanguageModelTask", "TextTaskConfig", "batchify", "sample_bptt_lengths"]
