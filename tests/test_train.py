@@ -1,13 +1,18 @@
 """Final training on tiny data: model file, summary, evaluation from the saved model, resume."""
 
 import json
+import math
+import random
+from types import SimpleNamespace
 
 import pytest
+import torch
+from torch import nn
 
 from enas.arch import parse_fixed_arc
 from enas.errors import UserError
 from enas.runs import RunDir
-from enas.train import FinalTraining, evaluate_model
+from enas.train import FinalTraining, WeightAverage, evaluate_model
 from tests.conftest import tiny_image_config, tiny_rnn_config
 
 RNN_ARC = "0 0 1 1 2 1 1"  # 4 nodes: tanh, relu(n0), relu(n1), relu(n1)
@@ -53,3 +58,105 @@ def test_arch_of_the_wrong_space_is_refused(npz_path, tmp_path):
     cfg = tiny_image_config("micro", npz_path, "train")
     with pytest.raises(UserError, match="macro arch"):
         FinalTraining(cfg, parse_fixed_arc("0 3 0 0 1 0", "macro"), tmp_path / "run", progress=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Weight averaging of the final recurrent training: the corrected code's start rule and mean (spec 6.1)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _corrected_code_start(ppls, threshold):
+    """Index of the validation at which the corrected LM code (fixed.py) starts averaging, or None."""
+    best_valid_ppl = []
+    for i, valid_ppl in enumerate(ppls):
+        if len(best_valid_ppl) > threshold and valid_ppl > min(best_valid_ppl[:-threshold]):
+            return i
+        best_valid_ppl.append(valid_ppl)
+    return None
+
+
+def _our_start(losses, patience):
+    run = SimpleNamespace(cfg=SimpleNamespace(train=SimpleNamespace(averaging=True, averaging_patience=patience)),
+                          average=None, valid_history=[], model=nn.Linear(2, 2))
+    for i, loss in enumerate(losses):
+        FinalTraining._maybe_start_averaging(run, {"loss": loss})
+        if run.average is not None:
+            return i
+    return None
+
+
+@pytest.mark.parametrize("losses,patience,start", [
+    # the best (3.0) is 4 validations old at index 6, but only there does it fall out of the 3-validation window
+    # ("no improvement for 3 validations" would start at index 5)
+    ([5.0, 4.0, 3.0, 3.5, 3.4, 3.3, 3.2], 3, 6),
+    # an improvement inside the window does not delay the start
+    ([3.0, 2.0, 2.5, 1.9, 2.6], 2, 4),
+    # a loss equal to the old best is not worse: no start
+    ([2.0, 2.0, 2.0, 2.0, 2.0, 2.0], 1, None),
+    # at least patience + 1 earlier validations are needed
+    ([1.0, 2.0, 3.0], 2, None),
+    ([1.0, 2.0, 3.0, 4.0], 2, 3),
+])
+def test_averaging_starts_by_the_corrected_code_rule(losses, patience, start):
+    assert _corrected_code_start(losses, patience) == start
+    assert _our_start(losses, patience) == start
+
+
+def test_averaging_start_matches_the_corrected_code_on_random_curves():
+    rng = random.Random(0)
+    for _ in range(200):
+        patience = rng.choice([1, 2, 3, 10])
+        loss, curve = 6.0, []
+        for _ in range(rng.randint(1, 40)):
+            loss += rng.uniform(-0.3, 0.2)
+            curve.append(loss)
+        ppls = [math.exp(v) for v in curve]  # the corrected code compares perplexities, we compare losses
+        assert _our_start(curve, patience) == _corrected_code_start(ppls, patience)
+
+
+def test_weight_average_is_the_mean_of_the_weights_after_each_step():
+    model = nn.Linear(3, 2, bias=False)
+    start = model.weight.detach().clone()
+    average = WeightAverage(model)
+    average.swap()  # before any step the average holds the weights it started from
+    assert torch.equal(model.weight, start)
+    average.swap()
+    steps = [torch.randn(2, 3) for _ in range(3)]
+    for w in steps:
+        with torch.no_grad():
+            model.weight.copy_(w)
+        average.update()
+    average.swap()
+    assert torch.allclose(model.weight, torch.stack(steps).mean(0), atol=1e-6)  # the starting weights are not in it
+    average.swap()
+    assert torch.equal(model.weight, steps[-1])
+
+
+def test_averaging_resume_matches_uninterrupted(corpus_dir, tmp_path, interrupted_after_checkpoint, monkeypatch):
+    """Averaging starts at the 3rd validation of a scripted loss curve; a run stopped at its epoch-4 checkpoint
+    (averaging under way) and resumed ends with the uninterrupted run's averaged weights."""
+    scripted = [1.0, 2.0, 3.0, 3.0, 3.0]  # validation loss by 0-based epoch
+    original = FinalTraining._evaluate
+
+    def evaluate(self, split):
+        if split == "valid":
+            return {"loss": scripted[self.epoch], "ppl": math.exp(scripted[self.epoch])}
+        return original(self, split)
+
+    monkeypatch.setattr(FinalTraining, "_evaluate", evaluate)
+
+    def config():
+        cfg = tiny_rnn_config(corpus_dir, "train")
+        cfg.train.epochs, cfg.train.averaging_patience, cfg.train.checkpoint_every = 5, 1, 4
+        return cfg
+
+    arch = parse_fixed_arc(RNN_ARC, "rnn")
+    full = FinalTraining(config(), arch, tmp_path / "full", progress=False).run()
+    epochs = RunDir(tmp_path / "full", resume=True).read_metrics("epoch")
+    assert [e["averaging"] for e in epochs] == [False, False, True, True, True]
+    with interrupted_after_checkpoint():
+        FinalTraining(config(), arch, tmp_path / "part", progress=False).run()
+    resumed = FinalTraining(None, None, tmp_path / "part", resume=True, progress=False).run()
+    assert resumed["test_ppl"] == pytest.approx(full["test_ppl"], rel=1e-6)
+    saved = [torch.load(tmp_path / run / "model.pt", weights_only=False)["state_dict"] for run in ("full", "part")]
+    assert all(torch.allclose(saved[0][k], saved[1][k], atol=1e-6) for k in saved[0])

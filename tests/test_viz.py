@@ -20,9 +20,11 @@ from enas.viz import (
     _draw_micro,
     _draw_rnn,
     _layered_layout,
+    _panels,
     _read_epochs,
     draw_arch,
     plot_curves,
+    plot_op_shares,
 )
 
 PTB_CELL = "0 0 0 1 1 2 1 2 0 2 0 5 1 1 0 6 1 8 1 8 1 8 1"
@@ -219,3 +221,48 @@ def test_plot_curves_errors(tmp_path):
     with pytest.raises(DataError, match="no epoch records"):
         plot_curves(path, tmp_path / "c.png")
     assert not (tmp_path / "c.png").exists()
+
+
+def test_curve_panels_group_reward_and_entropy_and_leave_out_op_shares(tmp_path):
+    lines = [{"kind": "epoch", "epoch": e, "train_loss": 5 / e, "controller_advantage": 0.1 / e,
+              "controller_reward": e / 10, "controller_baseline": e / 11, "controller_baseline_mean": e / 12,
+              "controller_entropy_op": 1.3 - e / 20, "controller_entropy_pointer": 0.8 - e / 30,
+              "controller_entropy_frac": 1 - e / 20, "distinct_share": 1 - e / 30, "op_share/v/a": e / 12,
+              "op_share/v/b": 1 - e / 12} for e in range(1, 6)]
+    path = write_metrics(tmp_path / "metrics.jsonl", lines)
+    panels = dict(_panels({k: v for k, v in _read_epochs(path).items() if not k.startswith("op_share/")}))
+    assert list(panels) == ["train_loss", "controller reward, baseline, advantage",
+                            "policy entropy per decision (nats)", "controller_entropy_frac", "distinct_share"]
+    assert list(panels["controller reward, baseline, advantage"]) == ["reward", "baseline_mean", "advantage"]
+    assert list(panels["policy entropy per decision (nats)"]) == ["op", "pointer"]
+    assert list(dict(_panels({"controller_reward": {1: 0.5, 2: 0.6}}))) == ["controller_reward"]  # a lone member
+    out = plot_curves(path, tmp_path / "curves.png")
+    w, h = png_size(out)
+    assert w > h  # 5 panels: 3 x 2, op shares left out
+
+
+def test_plot_op_shares_draws_one_panel_per_vocabulary(tmp_path):
+    ops = {"act": ["tanh", "relu", "identity", "sigmoid"], "conv": ["conv3x3", "sep5x5"]}
+    lines = []
+    for e in range(1, 9):
+        rec = {"kind": "epoch", "epoch": e, "train_loss": 1.0}
+        for vocab, names in ops.items():
+            shares = [1.0 + (i == 0) * e for i in range(len(names))]
+            rec.update({f"op_share/{vocab}/{n}": s / sum(shares) for n, s in zip(names, shares)})
+        lines.append(rec)
+    path = write_metrics(tmp_path / "metrics.jsonl", [*lines, "junk"])
+    out = plot_op_shares(path, tmp_path / "ops.png")
+    w, h = png_size(out)
+    assert out.stat().st_size > 10_000 and 600 <= w <= 2500 and 400 <= h <= 2000
+    single = write_metrics(tmp_path / "one.jsonl", [{"kind": "epoch", "epoch": 1, "op_share/v/a": 1.0}])
+    assert png_size(plot_op_shares(single, tmp_path / "one.png"))[1] < h  # one vocabulary: a lower picture
+
+
+def test_plot_op_shares_without_shares(tmp_path):
+    path = write_metrics(tmp_path / "metrics.jsonl", [{"kind": "epoch", "epoch": 1, "train_loss": 1.0}])
+    with pytest.raises(DataError, match="no op shares"):
+        plot_op_shares(path, tmp_path / "ops.png")
+    assert plot_op_shares(path, tmp_path / "ops.png", required=False) is None
+    assert not (tmp_path / "ops.png").exists()
+    with pytest.raises(DataError, match="does not exist"):
+        plot_op_shares(tmp_path / "missing.jsonl", tmp_path / "ops.png")

@@ -6,6 +6,7 @@ Exit status: 0 success, 2 user error (one line on stderr, no traceback), 1 inter
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -41,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="ptb | cifar10 | fashion-mnist | FILE.npz (default: ptb for rnn, cifar10 otherwise)")
     p.add_argument("--out", help="run directory (default runs/search-SPACE-TIME)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--controller", choices=("enas", "random"), default=None,
+                   help="enas (default): the LSTM controller trained with REINFORCE; random: uniformly sampled "
+                        "archs and no controller phase (random search with weight sharing)")
+    p.add_argument("--seeds", metavar="S1,S2,...",
+                   help="one run per seed into OUT/seed-N, then OUT/seeds.csv and OUT/seeds.json (mean and std)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (epoch lines only)")
     _common_config_args(p)
 
@@ -57,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--cutout", type=int, default=None, metavar="N",
                    help="CNN spaces: cutout square size (16 in the micro paper preset; 0 = off)")
+    p.add_argument("--seeds", metavar="S1,S2,...",
+                   help="one run per seed into OUT/seed-N, then OUT/seeds.csv and OUT/seeds.json (mean and std)")
     p.add_argument("--no-progress", action="store_true")
     _common_config_args(p)
 
@@ -88,6 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="load (and download if needed) a dataset and print its statistics")
     p.add_argument("name", help="ptb | cifar10 | fashion-mnist | FILE.npz")
     p.add_argument("--root", help="directory holding the files")
+
+    p = sub.add_parser("rank", help="rank correlation of supernet scores and standalone training of sampled archs")
+    p.add_argument("run_dir", help="a search run directory (with checkpoints/last.pt)")
+    p.add_argument("--archs", type=int, required=True, metavar="K", help="distinct archs to sample (at least 2)")
+    p.add_argument("--train-epochs", type=int, required=True, metavar="E",
+                   help="epochs of standalone training per arch (replaces the run's train.epochs)")
+    p.add_argument("--uniform", action="store_true", help="sample archs uniformly instead of from the controller")
+    p.add_argument("--seed", type=int, default=None, help="seed of the sampling and the trainings (default: the run's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (epoch lines only)")
     return parser
 
 
@@ -123,31 +140,136 @@ def _load_arch_arg(args: argparse.Namespace):
     return load_arch(args.arch)
 
 
+def _seeds_arg(args: argparse.Namespace) -> list[int] | None:
+    if args.seeds is None:
+        return None
+    from enas.seeds import parse_seeds
+
+    if args.seed is not None:
+        raise UserError("give --seed N for one run or --seeds A,B,C for one run per seed, not both")
+    return parse_seeds(args.seeds)
+
+
+def _check_seed(found: int, seed: int, run_dir: Path) -> None:
+    if found != seed:
+        raise UserError(f"{run_dir} holds a run with seed {found}, not {seed}; check --seeds and --out")
+
+
+def _template(out: str, seeds: list[int]) -> dict[str, Any]:
+    """The checkpoint of a checkpointed seed of a resumed multi-seed run: a seed not started yet starts from it."""
+    from enas.runs import RunDir
+    from enas.seeds import first_checkpointed
+
+    run_dir = first_checkpointed(out, seeds)
+    if run_dir is None:
+        raise UserError(f"nothing to resume in {out}; start without --resume")
+    return RunDir(run_dir, resume=True).load_checkpoint()
+
+
+def _seed_config(base, seed: int, overrides: list[tuple[str, Any]]):
+    from enas.config import set_key
+
+    cfg = copy.deepcopy(base)
+    for key, value in overrides:
+        set_key(cfg, key, value)
+    cfg.seed = seed
+    return cfg
+
+
+def _check_not_seeds_dir(out: str) -> None:
+    """``--resume --out OUT`` without --seeds on a directory of several seeds: say how to resume them."""
+    from enas.runs import CHECKPOINT
+
+    path = Path(out)
+    if not (path / "checkpoints" / CHECKPOINT).is_file() and any(path.glob(f"seed-*/checkpoints/{CHECKPOINT}")):
+        raise UserError(f"{out} holds one run per seed: resume them with --seeds S1,S2,... --resume --out {out}, "
+                        f"or one of them with --resume --out {out}/seed-N")
+
+
+def _report_seeds(result: dict[str, Any], out: str) -> None:
+    from enas.seeds import describe
+
+    for line in describe(result):
+        print(line)
+    print(f"written: {Path(out) / 'seeds.csv'}, {Path(out) / 'seeds.json'}")
+
+
+def _report_search(summary: dict[str, Any]) -> None:
+    best = summary["best"]
+    trend = summary.get("trend", {})
+    labels = {"controller_reward": "controller reward", "controller_entropy_frac": "controller entropy (of uniform)",
+              "valid_acc": "validation accuracy", "valid_ppl": "validation perplexity"}
+    moves = [f"{label} {trend[k][0]:.4g} -> {trend[k][1]:.4g}" for k, label in labels.items() if k in trend]
+    if moves:
+        print(f"first -> last epoch: {'; '.join(moves)}")
+    print(f"best arch (validation score {best['score']:.4g}): {best['fixed_arc']}")
+    ref = summary.get("uniform_reference")
+    if ref:
+        verdict = "beats" if best["score"] > ref["median"] else "does not beat"
+        print(f"the best of {summary['candidates']} {summary.get('policy', 'enas')}-sampled candidates scores "
+              f"{best['score']:.4g}: it {verdict} the median {ref['median']:.4g} of {ref['n']} uniformly sampled "
+              f"archs on the same supernet (their best {ref['best']:.4g})")
+    run = Path(summary["run_dir"])
+    picture = f", {summary['picture']}" if summary["picture"] else ""
+    print(f"written: {run / 'arch.json'}, {run / 'candidates.csv'}{picture}")
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from enas.config import dump_yaml, parse_set
     from enas.search import Search
 
+    seeds = _seeds_arg(args)
+    progress = not args.no_progress and None
+    overrides = parse_set(args.sets)
+    if args.controller:  # a resumed run keeps its policy: Search refuses a different one
+        overrides.append(("search.policy", args.controller))
+    cfg = None
     if args.resume:
         if not args.out:
             raise UserError("--resume needs --out RUN_DIR")
-        summary = Search(None, args.out, resume=True, progress=not args.no_progress and None,
-                         overrides=parse_set(args.sets)).run()
+        out = args.out
     else:
         if not args.space:
             raise UserError("--space is required: rnn, macro or micro")
         cfg = resolve_config(args.space, args.data, args, "search")
+        if args.controller:
+            cfg.search.policy = args.controller
         if args.print_config:
             print(dump_yaml(cfg), end="")
             return 0
         out = args.out or _default_out("search", args.space)
-        print(f"enas search: space {cfg.space}, data {cfg.dataset}, preset {cfg.preset}, run directory {out}",
-              flush=True)
-        summary = Search(cfg, out, progress=not args.no_progress and None).run()
-    best = summary["best"]
-    print(f"best arch (validation score {best['score']:.4g}): {best['fixed_arc']}")
-    run = Path(summary["run_dir"])
-    picture = f", {summary['picture']}" if summary["picture"] else ""
-    print(f"written: {run / 'arch.json'}, {run / 'candidates.csv'}{picture}")
+        print(f"enas search: space {cfg.space}, data {cfg.dataset}, preset {cfg.preset}, "
+              f"policy {cfg.search.policy}, run directory {out}", flush=True)
+    if seeds is None:
+        if args.resume:
+            _check_not_seeds_dir(out)
+            summary = Search(None, out, resume=True, progress=progress, overrides=overrides).run()
+        else:
+            summary = Search(cfg, out, progress=progress).run()
+        _report_search(summary)
+        return 0
+
+    from enas.seeds import run_seeds
+
+    def run_one(seed: int, run_dir: Path, resume: bool) -> dict[str, Any]:
+        if resume:
+            search = Search(None, run_dir, resume=True, progress=progress, overrides=overrides)
+            _check_seed(search.cfg.seed, seed, run_dir)
+        elif cfg is not None:
+            search = Search(_seed_config(cfg, seed, []), run_dir, progress=progress)
+        else:  # resuming several seeds, this one not started: the config of a started one, with this seed
+            base = _template(out, seeds)["config"]
+            policy = base.search.policy
+            seed_cfg = _seed_config(base, seed, overrides)
+            if seed_cfg.search.policy != policy:
+                raise UserError(f"the runs in {out} use the {policy!r} policy and a resumed run keeps it: drop "
+                                "--controller / search.policy or start a new run")
+            search = Search(seed_cfg, run_dir, progress=progress)
+        summary = search.run()
+        _report_search(summary)
+        return summary
+
+    _report_seeds(run_seeds(seeds, out, run_one, resume=args.resume), out)
     return 0
 
 
@@ -160,15 +282,23 @@ def cmd_derive(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_train(summary: dict[str, Any]) -> None:
+    metric = "test_ppl" if "test_ppl" in summary else "test_acc"
+    print(f"{metric} {summary[metric]:.4f} ({summary['params']:,} parameters); model: {summary['model']}")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from enas.config import dump_yaml, parse_set
     from enas.train import FinalTraining
 
+    seeds = _seeds_arg(args)
+    progress = not args.no_progress and None
+    overrides = parse_set(args.sets)
+    cfg = arch = None
     if args.resume:
         if not args.out:
             raise UserError("--resume needs --out RUN_DIR")
-        summary = FinalTraining(None, None, args.out, resume=True, progress=not args.no_progress and None,
-                                overrides=parse_set(args.sets)).run()
+        out = args.out
     else:
         arch = _load_arch_arg(args)
         if args.space and args.space != arch.space:
@@ -187,9 +317,33 @@ def cmd_train(args: argparse.Namespace) -> int:
         out = args.out or _default_out("train", arch.space)
         print(f"enas train: space {cfg.space}, data {cfg.dataset}, preset {cfg.preset}, run directory {out}",
               flush=True)
-        summary = FinalTraining(cfg, arch, out, progress=not args.no_progress and None).run()
-    metric = "test_ppl" if "test_ppl" in summary else "test_acc"
-    print(f"{metric} {summary[metric]:.4f} ({summary['params']:,} parameters); model: {summary['model']}")
+    if seeds is None:
+        if args.resume:
+            _check_not_seeds_dir(out)
+            summary = FinalTraining(None, None, out, resume=True, progress=progress, overrides=overrides).run()
+        else:
+            summary = FinalTraining(cfg, arch, out, progress=progress).run()
+        _report_train(summary)
+        return 0
+
+    from enas.arch import arch_from_json
+    from enas.seeds import run_seeds
+
+    def run_one(seed: int, run_dir: Path, resume: bool) -> dict[str, Any]:
+        if resume:
+            training = FinalTraining(None, None, run_dir, resume=True, progress=progress, overrides=overrides)
+            _check_seed(training.cfg.seed, seed, run_dir)
+        elif cfg is not None:
+            training = FinalTraining(_seed_config(cfg, seed, []), arch, run_dir, progress=progress)
+        else:  # resuming several seeds, this one not started: the config and arch of a started one, with this seed
+            template = _template(out, seeds)
+            training = FinalTraining(_seed_config(template["config"], seed, overrides),
+                                     arch_from_json(template["arch"]), run_dir, progress=progress)
+        summary = training.run()
+        _report_train(summary)
+        return summary
+
+    _report_seeds(run_seeds(seeds, out, run_one, resume=args.resume), out)
     return 0
 
 
@@ -284,8 +438,25 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rank(args: argparse.Namespace) -> int:
+    from enas.rank import rank_run
+
+    r = rank_run(args.run_dir, args.archs, args.train_epochs, uniform=args.uniform, seed=args.seed,
+                 progress=not args.no_progress and None)
+
+    def fmt(v: float) -> str:
+        return "undefined" if v != v else f"{v:.3f}"  # NaN: degenerate scores
+
+    written = ", ".join(str(Path(args.run_dir) / f) for f in ("rank.csv", "rank.json", "rank.png")
+                        if f != "rank.png" or r["picture"])
+    print(f"Kendall tau {fmt(r['kendall_tau'])}, Spearman rho {fmt(r['spearman_rho'])} over {r['pairs']} archs "
+          f"({r['policy']} policy, {r['train_epochs']} epochs each); written: {written}")
+    return 0
+
+
 COMMANDS = {"search": cmd_search, "derive": cmd_derive, "train": cmd_train, "eval": cmd_eval, "show": cmd_show,
             "bench": cmd_bench, "data": cmd_data}
+COMMANDS["rank"] = cmd_rank
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,8 +49,14 @@ class SearchConfig:
     log_archs: int = 10  # sampled archs (with their minibatch reward) logged after each epoch
     derive_samples: int = 100  # archs sampled at the end and scored on the whole validation split
     derive_greedy: bool = False  # also score the controller's argmax arch
+    # also score this many uniformly sampled archs the same way (a fixed draw per seed, the same under every
+    # policy): the in-run reference that tells whether the derived arch beats random archs on the same supernet
+    derive_uniform: int = 0
     optim: OptimConfig = field(default_factory=OptimConfig)
     reward_mode: str = "eval"  # module mode while computing rewards: "eval" or "train" (BN batch statistics)
+    # which policy samples the archs: "enas" (the LSTM controller trained with REINFORCE) or "random" (uniform
+    # archs from `UniformSampler`, no controller phase: random search with weight sharing)
+    policy: typing.Literal["enas", "random"] = "enas"
 
 
 @dataclass

@@ -56,6 +56,11 @@ class FactorizedReduce(nn.Module):
         self.conv2 = nn.Conv2d(c_in, c_out // 2, 1, bias=False)
         self.bn = bn(c_out, track_running_stats=track_running_stats)
 
+    def near_identity_(self, noise: float = 0.1) -> None:
+        """Output channel o starts as input channel o (near-identity 1x1 convs, see `near_identity_`)."""
+        near_identity_(self.conv1.weight, noise)
+        near_identity_(self.conv2.weight, noise, offset=self.conv1.weight.shape[0])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, c_out, ceil(H/2), ceil(W/2))
         if self.relu:
             x = F.relu(x)
@@ -71,6 +76,21 @@ def drop_path(x: torch.Tensor, keep_prob: float, training: bool) -> torch.Tensor
         return x
     mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep_prob)
     return x * mask / keep_prob
+
+
+def near_identity_(weight: torch.Tensor, noise: float = 0.1, offset: int = 0) -> torch.Tensor:
+    """Initialise a conv weight (C_out, C_in / groups, k, k) in place as a Dirac (output channel o reads input
+    channel (o + offset) mod C_in/groups at the kernel centre) plus ``noise`` times a He-normal (fan-in) draw.
+
+    The supernets' choice-consistent initialisation (docs/fidelity.md): alternatives that stand in for one another
+    start computing nearly the same channels, so that the weights downstream of a choice see similar features
+    whatever the sampled arch."""
+    c_out, c_in, kh, kw = weight.shape
+    with torch.no_grad():
+        weight.normal_(0.0, noise * (2.0 / (c_in * kh * kw)) ** 0.5)
+        rows = torch.arange(c_out)
+        weight[rows, (rows + offset) % c_in, kh // 2, kw // 2] += 1.0
+    return weight
 
 
 def he_init_(module: nn.Module) -> None:
@@ -158,6 +178,15 @@ class SharedSepConv(nn.Module):
                 g.fill_(1.0)
                 b.zero_()
 
+    def near_identity_(self, noise: float = 0.1) -> None:
+        """Every row (input) starts near the identity: Dirac depthwise and identity pointwise kernels plus ``noise``
+        times a He draw (`near_identity_`); BN scale 1, offset 0."""
+        with torch.no_grad():
+            for row in range(self.weight.shape[0]):
+                dw0, pw0, _, _, dw1, pw1, _, _ = self._row(row)
+                for w in (dw0, pw0, dw1, pw1):
+                    near_identity_(w, noise)
+
     def _row(self, input_id: int) -> list[torch.Tensor]:
         """Views of row ``input_id`` in `ROW_LAYOUT` order, with the child's shapes."""
         return [w.view(shape) for w, shape in zip(self.weight[input_id].split(self.sizes), self.shapes)]
@@ -194,6 +223,10 @@ class SharedIdentity(nn.Module):
         super().__init__()
         n = min(num_inputs, 2) if reduction else 0
         self.reduce = nn.ModuleList(FactorizedReduce(c, c, track_running_stats=False) for _ in range(n))
+
+    def near_identity_(self, noise: float = 0.1) -> None:
+        for reduce in self.reduce:
+            reduce.near_identity_(noise)
 
     def forward(self, x: torch.Tensor, input_id: int, stride: int) -> torch.Tensor:
         return x if stride == 1 else self.reduce[input_id](x)

@@ -13,6 +13,7 @@ from enas.controller import ControllerConfig
 from enas.errors import ConfigError
 
 PRESETS = ("paper", "quick", "demo")
+MICRO_DEMO_EPOCHS, MACRO_DEMO_EPOCHS = 6, 15
 IMAGE_DATASETS = ("cifar10", "fashion-mnist")
 
 
@@ -67,14 +68,15 @@ def _rnn(preset: str, command: str) -> Config:
     )
     search = SearchConfig(
         epochs=150,  # paper
-        optim=OptimConfig(lr=20.0, momentum=0.0, nesterov=False, weight_decay=2e-7,  # paper lr 20, l2 1e-7
+        optim=OptimConfig(lr=20.0, momentum=0.0, nesterov=False, weight_decay=2 * 1e-7,  # paper lr 20, l2 1e-7
                           grad_clip=0.25, schedule="decay", decay=0.96, decay_start=15),  # paper: x0.96 from epoch 15
         derive_samples=100,
     )
-    # Final training: the authors' corrected GPU recipe (spec 6.1, "Errata GPU").
+    # Final training: the authors' corrected GPU recipe (spec 6.1, "Errata GPU"). That code adds
+    # 8e-7 * sum(w^2) over every variable to the loss, i.e. PyTorch weight_decay = 2 * 8e-7.
     train = TrainConfig(
         epochs=3000,
-        optim=OptimConfig(lr=20.0, momentum=0.0, nesterov=False, weight_decay=8e-7, grad_clip=0.25,
+        optim=OptimConfig(lr=20.0, momentum=0.0, nesterov=False, weight_decay=2 * 8e-7, grad_clip=0.25,
                           schedule="constant"),
         averaging=True, averaging_patience=10,
     )
@@ -109,7 +111,7 @@ def _rnn(preset: str, command: str) -> Config:
         search.eval_every = 2
         controller.train_steps, controller.num_aggregate = 40, 5
         controller.lr = 0.005
-        search.derive_samples = 16
+        search.derive_samples = search.derive_uniform = 16
         train.epochs = 6
         train.averaging_patience = 2
     return Config(model=model, task=task, controller=controller, search=search, train=train)
@@ -153,6 +155,9 @@ def _micro(preset: str, command: str) -> Config:
                                   baseline_decay=0.99)
     search = SearchConfig(epochs=150, optim=OptimConfig(lr=0.05, lr_min=0.0005, t0=10, t_mul=2,
                                                         weight_decay=2 * 1e-4), derive_samples=100)
+    # the authors' micro search graph runs rewards, validation and derive scores in training mode (spec 3.4, 8.2):
+    # batch statistics (which the micro supernet always uses) and the dropout before the classifier on
+    search.reward_mode = "train"
     train = TrainConfig(epochs=630, optim=OptimConfig(lr=0.05, lr_min=0.0001, t0=10, t_mul=2, weight_decay=2 * 2e-4))
     if command == "train":
         model.num_layers, model.channels, model.keep_prob = 15, 36, 0.8
@@ -174,11 +179,15 @@ def _image_sizes(space: str, preset: str, command: str, cfg: Config) -> Config:
         search.derive_samples = 50
         task.eval_batch_size = 500
     elif preset == "demo":
-        # Minutes on a 2-core CPU. With a fresh arch per step the shared weights need several hundred steps
-        # before any arch beats chance, so the demo trades data for steps: 12k images, 5 epochs of ~160 steps.
+        # Minutes on a 2-core CPU: 8 channels, 10k training images, no augmentation. The supernets start from the
+        # choice-consistent initialisation (docs/fidelity.md), without which a fresh arch per step keeps the
+        # shared weights near chance for hundreds of steps.
         is_micro = space == "micro"
         model.channels = 8
         model.num_layers = 3 if is_micro else 6
+        if is_micro and command == "search":
+            model.aux_head = False  # with 5 cells the auxiliary head would read the last cell: no extra signal
+            search.optim.lr = 0.1
         task.train_subset, task.test_subset = 12_000, 2000
         task.valid_size = 2000
         task.batch_size = task.reward_batch_size = 64
@@ -186,10 +195,10 @@ def _image_sizes(space: str, preset: str, command: str, cfg: Config) -> Config:
         task.augment = False
         task.cutout = 0
         # the macro supernet is ~6x cheaper per step than the micro one: give it three times the epochs
-        search.epochs = train.epochs = 5 if is_micro else 15
+        search.epochs = train.epochs = MICRO_DEMO_EPOCHS if is_micro else MACRO_DEMO_EPOCHS
         search.optim.t0 = train.optim.t0 = search.epochs
         controller.train_steps, controller.num_aggregate = 10, 5
-        search.derive_samples = 10
+        search.derive_samples = search.derive_uniform = 10
         # BN running statistics averaged over a few hundred different archs rank archs poorly; score with batch
         # statistics (the micro supernet always uses them)
         search.reward_mode = "train"

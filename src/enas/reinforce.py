@@ -20,9 +20,12 @@ import torch
 
 from enas.arch import Arch
 from enas.controller import Controller, ControllerConfig
+from enas.diagnostics import EntropyMeter
 from enas.errors import TrainingDiverged
 
-STAT_KEYS = ("reward", "baseline", "entropy", "skip_rate", "loss", "log_prob")
+# Per step: means over the num_aggregate samples, except ``baseline`` (its value after the last sample);
+# ``advantage`` is R - b as used in the loss, ``baseline_mean`` the mean of the b it used.
+STAT_KEYS = ("reward", "baseline", "entropy", "skip_rate", "loss", "log_prob", "advantage", "baseline_mean")
 
 
 class ReinforceTrainer:
@@ -39,6 +42,8 @@ class ReinforceTrainer:
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=(b1, b2), eps=cfg.adam_eps)
         self.baseline = 0.0  # moving average of the reward (entropy bonus included), starts at 0 as in the code
         self.step_count = 0  # Adam steps taken
+        # full policy entropy per decision type over the samples of the current train_epoch (diagnostics only)
+        self.decision_entropy = EntropyMeter(controller.decisions)
 
     def _set_eps(self) -> None:
         """Translate TensorFlow's epsilon into PyTorch's for the coming step (t = step_count + 1)."""
@@ -59,7 +64,7 @@ class ReinforceTrainer:
     def _step(self, reward_fn: Callable[[Arch], float]) -> dict[str, float]:
         cfg, n = self.cfg, self.cfg.num_aggregate
         losses = []
-        rewards = entropies = skip_rates = log_probs = 0.0
+        rewards = entropies = skip_rates = log_probs = advantages = baselines = 0.0
         for _ in range(n):
             s = self.controller.sample()
             reward = float(reward_fn(s.arch))
@@ -71,7 +76,8 @@ class ReinforceTrainer:
             entropy = float(s.entropy.detach())
             total = reward + cfg.entropy_weight * entropy
             self.baseline -= (1.0 - cfg.baseline_decay) * (self.baseline - total)  # before the advantage
-            loss = -s.log_prob * (total - self.baseline)
+            advantage = total - self.baseline
+            loss = -s.log_prob * advantage
             if cfg.skip_weight:
                 loss = loss + cfg.skip_weight * s.skip_penalty
             losses.append(loss)
@@ -79,6 +85,9 @@ class ReinforceTrainer:
             entropies += entropy
             skip_rates += s.skip_rate
             log_probs += float(s.log_prob.detach())
+            advantages += advantage
+            baselines += self.baseline
+            self.decision_entropy.add(s.logits)
         mean_loss = torch.stack(losses).mean()  # one backward over all samples: the averaged gradient
         if not torch.isfinite(mean_loss):
             raise TrainingDiverged(
@@ -97,6 +106,8 @@ class ReinforceTrainer:
             "skip_rate": skip_rates / n,
             "loss": float(mean_loss.detach()),
             "log_prob": log_probs / n,
+            "advantage": advantages / n,
+            "baseline_mean": baselines / n,
         }
 
     def train_epoch(
@@ -106,8 +117,11 @@ class ReinforceTrainer:
         callback: Callable[[int, dict[str, float]], None] | None = None,
     ) -> dict[str, float]:
         """``steps`` updates (default ``cfg.train_steps``); ``callback(i, stats)`` after each. Returns the mean of
-        each statistic over the updates, except ``baseline``, which is its final value."""
+        each statistic over the updates, except ``baseline``, which is its final value, and the policy's full
+        entropy per decision type over the epoch's samples (``entropy_op``, ``entropy_frac``, ...; see
+        `enas.diagnostics.EntropyMeter`)."""
         steps = self.cfg.train_steps if steps is None else steps
+        self.decision_entropy.reset()
         totals = dict.fromkeys(STAT_KEYS, 0.0)
         stats: dict[str, float] = {}
         for i in range(steps):
@@ -116,9 +130,10 @@ class ReinforceTrainer:
                 totals[key] += stats[key]
             if callback is not None:
                 callback(i, stats)
+        entropy = self.decision_entropy.means()
         if steps <= 0:
-            return {**totals, "baseline": self.baseline}
-        return {**{k: v / steps for k, v in totals.items()}, "baseline": self.baseline}
+            return {**totals, "baseline": self.baseline, **entropy}
+        return {**{k: v / steps for k, v in totals.items()}, "baseline": self.baseline, **entropy}
 
     def state_dict(self) -> dict[str, Any]:
         """Optimiser state, baseline and step counter (the controller's weights are saved by the caller)."""

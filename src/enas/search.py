@@ -24,13 +24,16 @@ import torch
 from enas.arch import Arch, save_arch
 from enas.build import build_space, build_task
 from enas.config import Config, dump_yaml, set_key
-from enas.controller import Controller
+from enas.controller import Controller, UniformSampler
+from enas.diagnostics import ArchCounter, CollapseMonitor, reward_trend
+from enas.errors import ConfigError
 from enas.optim import StatsMean, check_finite, lr_at, make_sgd, set_lr, sgd_step
 from enas.progress import Progress
 from enas.reinforce import ReinforceTrainer
 from enas.runs import RunDir, environment_info, resolve_device, rng_state, seed_everything, set_rng_state
 
 PHASES = ("shared", "controller", "eval")
+POLICIES = ("enas", "random")
 
 
 class Search:
@@ -42,9 +45,15 @@ class Search:
         if resume:
             ckpt = self.run_dir.load_checkpoint()
             cfg = ckpt["config"]
+            policy = cfg.search.policy
             for key, value in overrides or []:  # e.g. a lower learning rate after a divergence
                 set_key(cfg, key, value)
+            if cfg.search.policy != policy:
+                raise ConfigError(f"{out} was searched with the {policy!r} policy and a resumed run keeps it: drop "
+                                  f"--controller / search.policy or start a new run")
         self.cfg = cfg
+        if cfg.search.policy not in POLICIES:
+            raise ConfigError(f"search.policy: {cfg.search.policy!r} is not one of {list(POLICIES)}")
         self.device = resolve_device(cfg.device)
         seed_everything(cfg.seed)
         self.task = build_task(cfg, self.device)
@@ -53,6 +62,9 @@ class Search:
         # The controller is tiny and sequential: it stays on the CPU, where sampling needs no device syncs.
         self.controller = Controller(self.space, cfg.controller)
         self.trainer = ReinforceTrainer(self.controller, cfg.controller)
+        # Random search with weight sharing: archs come from a uniform sampler (global torch RNG, checkpointed);
+        # the controller above is kept for the checkpoint layout but never sampled or trained.
+        self.sampler = UniformSampler(self.space) if cfg.search.policy == "random" else self.controller
         self.optimizer = make_sgd(self.supernet.parameters(), cfg.search.optim)
         self.epoch = 0  # completed epochs
         self.seconds = {p: 0.0 for p in PHASES}
@@ -90,7 +102,7 @@ class Search:
     # --- the loop ----------------------------------------------------------------------------------------------
     def sample_arch(self) -> Arch:
         with torch.no_grad():
-            return self.controller.sample().arch
+            return self.sampler.sample().arch
 
     def _reward_mode(self) -> None:
         """Rewards, validation and derive scores all use ``search.reward_mode``: "eval" (BN running statistics,
@@ -110,11 +122,15 @@ class Search:
         if cfg.shared_steps:
             total = min(total, cfg.shared_steps)
         stats_mean = StatsMean()
+        counter = ArchCounter(self.space.decisions(), self.space.vocabularies())  # op shares, distinct archs
         self.progress.start(f"epoch {epoch + 1}/{cfg.epochs} shared", total)
         for batch in self.task.train_batches():
             if stats_mean.count >= total:
                 break
-            arch = self.sample_arch()
+            with torch.no_grad():
+                sample = self.sampler.sample()
+            arch = sample.arch
+            counter.add(sample.actions, sample.skip_rate)
             loss, stats = self.task.shared_loss(self.supernet, batch, arch)
             check_finite(loss, lambda: f"in shared training (epoch {epoch + 1}, step {stats_mean.count + 1})",
                          self.run_dir.path)
@@ -122,9 +138,11 @@ class Search:
             stats_mean.add(stats)
             self.progress.update(stats_mean.count, stats)
         self.progress.end()
-        return {"lr": lr, "steps": stats_mean.count, **stats_mean.means("train_")}
+        return {"lr": lr, "steps": stats_mean.count, **stats_mean.means("train_"), **counter.fields()}
 
     def train_controller(self, epoch: int) -> dict[str, float]:
+        if self.cfg.search.policy != "enas":  # a uniform sampler is not trained
+            return {}
         cfg = self.cfg.controller
         self._reward_mode()
         self.progress.start(f"epoch {epoch + 1}/{self.cfg.search.epochs} controller", cfg.train_steps)
@@ -151,6 +169,7 @@ class Search:
 
     def run(self) -> dict[str, Any]:
         cfg = self.cfg.search
+        monitor = CollapseMonitor.from_records(self.run_dir.read_metrics(), cfg.epochs)  # early-collapse warnings
         while self.epoch < cfg.epochs:
             e = self.epoch
             record: dict[str, Any] = {}
@@ -158,7 +177,7 @@ class Search:
             record.update(self.train_shared(e))
             self.seconds["shared"] += time.perf_counter() - t
             t = time.perf_counter()
-            if cfg.controller_every and (e + 1) % cfg.controller_every == 0:
+            if cfg.policy == "enas" and cfg.controller_every and (e + 1) % cfg.controller_every == 0:
                 record.update(self.train_controller(e))
             self.seconds["controller"] += time.perf_counter() - t
             t = time.perf_counter()
@@ -172,9 +191,51 @@ class Search:
             record.update({f"seconds_{k}": v for k, v in self.seconds.items()})
             self.epoch = e + 1
             self.run_dir.log("epoch", epoch=self.epoch, **record)
-            self.progress.line(_epoch_line(self.epoch, cfg.epochs, record))
+            previous = monitor.last
+            warnings = monitor.check(self.epoch, record)
+            self.progress.line(_epoch_line(self.epoch, cfg.epochs, record, previous))
+            for kind, message in warnings:
+                self.run_dir.log("warning", epoch=self.epoch, warning=kind, message=message)
+                self.progress.line(f"warning: {message}")
             self.run_dir.save_checkpoint(self._state())
         return self.derive()
+
+    def _trend(self) -> dict[str, list[float]]:
+        """First and last epoch values of the controller's reward and entropy and of the validation figures."""
+        epochs = self.run_dir.read_metrics("epoch")
+        out = {}
+        for key in ("controller_reward", "controller_entropy_frac", "valid_acc", "valid_ppl", "train_loss"):
+            values = [r[key] for r in epochs if isinstance(r.get(key), (int, float))]
+            if values:
+                out[key] = [values[0], values[-1]]
+        return out
+
+    def _uniform_reference(self) -> dict[str, Any] | None:
+        """Score ``search.derive_uniform`` distinct uniformly sampled archs exactly as the candidates; written to
+        ``uniform_candidates.csv``. The draw depends on the seed only (not on the run's random state), so an ENAS
+        run and a random-search run of the same seed are compared with the same reference archs."""
+        n = self.cfg.search.derive_uniform
+        if n <= 0:
+            return None
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.seed + 104_729)
+            sampler = UniformSampler(self.space)
+            archs: dict[str, Arch] = {}
+            for _ in range(20 * n):
+                arch = sampler.sample().arch
+                archs.setdefault(arch.to_fixed_arc(), arch)
+                if len(archs) == n:
+                    break
+            self._reward_mode()
+            scored = []
+            for key, arch in archs.items():
+                metrics = self.task.evaluate(self.supernet, "valid", arch_fn=lambda a=arch: a)
+                scored.append((metrics["score"], key, arch, metrics))
+        scored.sort(key=lambda s: -s[0])
+        self.run_dir.write_text("uniform_candidates.csv", _candidates_csv(scored))
+        scores = [s[0] for s in scored]
+        return {"n": len(scores), "median": _median(scores), "mean": sum(scores) / len(scores), "best": scores[0],
+                "worst": scores[-1]}
 
     # --- derive ------------------------------------------------------------------------------------------------
     def derive(self, samples: int | None = None) -> dict[str, Any]:
@@ -183,12 +244,14 @@ class Search:
         samples = self.cfg.search.derive_samples if samples is None else samples
         t = time.perf_counter()
         candidates: dict[str, Arch] = {}
-        if self.cfg.search.derive_greedy:
+        # a uniform sampler has no most likely arch: under the random policy derive_greedy adds nothing
+        greedy = self.cfg.search.derive_greedy and self.cfg.search.policy == "enas"
+        if greedy:
             with torch.no_grad():
                 arch = self.controller.sample(greedy=True).arch
             candidates[arch.to_fixed_arc()] = arch
         tries = 0
-        while len(candidates) < samples + int(self.cfg.search.derive_greedy) and tries < 20 * max(samples, 1):
+        while len(candidates) < samples + int(greedy) and tries < 20 * max(samples, 1):
             arch = self.sample_arch()
             candidates.setdefault(arch.to_fixed_arc(), arch)
             tries += 1
@@ -201,38 +264,50 @@ class Search:
             self.progress.update(i + 1, {"best": max(s[0] for s in scored)})
         self.progress.end()
         scored.sort(key=lambda s: -s[0])
+        reference = self._uniform_reference()
         self.seconds["eval"] += time.perf_counter() - t
         best_score, _, best, best_metrics = scored[0]
         self.run_dir.write_text("candidates.csv", _candidates_csv(scored))
         save_arch(best, self.run_dir.path / "arch.json")
         picture = None
         try:
-            from enas.viz import draw_arch, plot_curves
+            from enas.viz import draw_arch, plot_curves, plot_op_shares
 
             picture = draw_arch(best, self.run_dir.path / "arch.png", title=f"{self.cfg.space}: best derived arch")
             if self.run_dir.read_metrics("epoch"):
                 plot_curves(self.run_dir.metrics_path, self.run_dir.path / "curves.png")
+                plot_op_shares(self.run_dir.metrics_path, self.run_dir.path / "ops.png", required=False)
         except ImportError:  # matplotlib missing: the arch file is what matters
             pass
         self.run_dir.log("derive", epoch=self.epoch, candidates=len(scored), best_score=best_score,
-                         fixed_arc=best.to_fixed_arc())
+                         fixed_arc=best.to_fixed_arc(),
+                         **({"uniform_median": reference["median"]} if reference else {}))
         summary = {
             "command": "search",
             "run_dir": str(self.run_dir.path),
             "space": self.cfg.space,
             "dataset": self.cfg.dataset,
             "preset": self.cfg.preset,
+            "policy": self.cfg.search.policy,
             "seed": self.cfg.seed,
             "epochs": self.epoch,
             "best": {"score": best_score, **{f"valid_{k}": v for k, v in best_metrics.items()},
                      "fixed_arc": best.to_fixed_arc(), "arch": best.to_json()},
             "candidates": len(scored),
+            "uniform_reference": reference,
+            "trend": self._trend(),
             "seconds": dict(self.seconds),
             "picture": str(picture) if picture else None,
             "environment": environment_info(),
         }
         self.run_dir.write_json("summary.json", summary)
         return summary
+
+
+def _median(values: list[float]) -> float:
+    v = sorted(values)
+    mid = len(v) // 2
+    return v[mid] if len(v) % 2 else 0.5 * (v[mid - 1] + v[mid])
 
 
 def _candidates_csv(scored: list) -> str:
@@ -245,12 +320,19 @@ def _candidates_csv(scored: list) -> str:
     return buf.getvalue()
 
 
-def _epoch_line(epoch: int, total: int, r: dict[str, Any]) -> str:
+def _epoch_line(epoch: int, total: int, r: dict[str, Any], previous: dict[str, Any] | None = None) -> str:
+    """The epoch summary; ``previous`` (the last epoch's record) adds the change of the controller reward."""
     parts = [f"epoch {epoch}/{total}"]
     for key, label in (("train_loss", "loss"), ("train_ppl", "ppl"), ("train_acc", "acc"),
                        ("controller_reward", "reward"), ("controller_entropy", "entropy"),
                        ("valid_ppl", "valid_ppl"), ("valid_acc", "valid_acc")):
-        if key in r and isinstance(r[key], (int, float)):
+        if key == "controller_reward" and key in r:
+            trend = reward_trend(r, previous)
+            if trend is not None:
+                parts.append(f"{label} {trend}")
+        elif key == "controller_entropy" and isinstance(r.get("controller_entropy_frac"), (int, float)):
+            parts.append(f"{label} {r['controller_entropy_frac']:.0%} of uniform")
+        elif key in r and isinstance(r[key], (int, float)):
             parts.append(f"{label} {r[key]:.4g}")
     parts.append("time " + "/".join(f"{r.get(f'seconds_{p}', 0):.0f}s" for p in PHASES) + " (shared/ctrl/eval)")
     return " | ".join(parts)

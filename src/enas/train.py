@@ -2,8 +2,10 @@
 
 The recipe comes from ``cfg.train`` (optimizer and schedule), ``cfg.model`` (sizes, dropout, drop-path, auxiliary
 head) and ``cfg.task`` (batching, augmentation, cutout, regularisers): see `enas.presets` for the paper's values.
-For language models, ``train.averaging`` averages the weights once the validation perplexity has not improved for
-``averaging_patience`` epochs (the corrected recipe's ASGD-like averaging); evaluation then uses the averaged weights.
+For language models, ``train.averaging`` averages the weights (the corrected recipe's ASGD-like averaging) from the
+first validation whose perplexity is worse than the best one measured before the last ``averaging_patience``
+validations (the corrected code's start rule, see `FinalTraining._maybe_start_averaging`); evaluation then uses the
+averaged weights.
 """
 
 from __future__ import annotations
@@ -37,12 +39,17 @@ MODEL_FORMAT = "enas-model"
 
 
 class WeightAverage:
-    """Running mean of a model's parameters (started once, updated after every optimizer step)."""
+    """Running mean of a model's parameters (started once, updated after every optimizer step).
+
+    As in the corrected LM code, the mean covers the weights after each step taken once averaging has started,
+    not the weights at the start: the first `update` replaces the copy taken here (which only serves a swap made
+    before any step).
+    """
 
     def __init__(self, model: nn.Module):
         self.params = [p for p in model.parameters()]
         self.mean = [p.detach().clone() for p in self.params]
-        self.count = 1
+        self.count = 0
 
     @torch.no_grad()
     def update(self) -> None:
@@ -91,8 +98,7 @@ class FinalTraining:
         self.model = self.space.build_child(arch, self.task.info, final=True).to(self.device)
         self.optimizer = make_sgd(self.model.parameters(), cfg.train.optim)
         self.average: WeightAverage | None = None
-        self.best_valid = float("inf")
-        self.bad_epochs = 0
+        self.valid_history: list[float] = []  # validation losses until averaging starts, oldest first
         self.epoch = 0
         self.seconds = {"train": 0.0, "eval": 0.0}
         self.progress = Progress(enabled=progress)
@@ -113,7 +119,7 @@ class FinalTraining:
             "config": self.cfg, "arch": self.arch.to_json(), "epoch": self.epoch,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "average": self.average.state_dict() if self.average else None,
-            "best_valid": self.best_valid, "bad_epochs": self.bad_epochs,
+            "valid_history": list(self.valid_history),
             "task": self.task.state_dict(), "rng": rng_state(), "seconds": dict(self.seconds),
         }
 
@@ -124,7 +130,7 @@ class FinalTraining:
         if ckpt["average"] is not None:
             self.average = WeightAverage(self.model)
             self.average.load_state_dict(ckpt["average"])
-        self.best_valid, self.bad_epochs = ckpt["best_valid"], ckpt["bad_epochs"]
+        self.valid_history = list(ckpt.get("valid_history", []))
         self.task.load_state_dict(ckpt["task"])
         set_rng_state(ckpt["rng"])
         self.seconds = dict(ckpt["seconds"])
@@ -187,15 +193,19 @@ class FinalTraining:
         return self.finish()
 
     def _maybe_start_averaging(self, valid: dict[str, float]) -> None:
+        """The corrected code's start rule (``fixed.py``, threshold 10): averaging starts at the first validation
+        whose loss is strictly worse than the best of the validations made before the last ``averaging_patience``
+        ones, so at least ``averaging_patience + 1`` earlier validations are needed. (Not "no improvement for
+        ``patience`` validations": an improvement inside the window does not delay the start, and a stalled loss
+        that is no worse than the old best does not trigger it.) Loss and perplexity order validations alike."""
         if not self.cfg.train.averaging or self.average is not None:
             return
-        loss = valid["loss"]
-        if loss < self.best_valid:
-            self.best_valid, self.bad_epochs = loss, 0
-        else:
-            self.bad_epochs += 1
-            if self.bad_epochs >= self.cfg.train.averaging_patience:
-                self.average = WeightAverage(self.model)
+        loss, history, patience = valid["loss"], self.valid_history, self.cfg.train.averaging_patience
+        if len(history) > patience and loss > min(history[: len(history) - patience]):
+            self.average = WeightAverage(self.model)
+            history.clear()  # no longer needed
+            return
+        history.append(loss)
 
     def finish(self) -> dict[str, Any]:
         t = time.perf_counter()

@@ -44,6 +44,9 @@ class MacroSpaceConfig:
     channels: int = 36
     keep_prob: float = 0.9
     ops: tuple[str, ...] = field(default_factory=lambda: MACRO_OPS)
+    # supernet only: "consistent" starts every branch near the identity (docs/fidelity.md); "independent" draws
+    # each branch on its own (He-normal), as the authors' code did
+    choice_init: str = "consistent"
 
     def __post_init__(self) -> None:
         self.ops = tuple(self.ops)
@@ -54,6 +57,8 @@ class MacroSpaceConfig:
                               f"two), got {self.channels!r}")
         if not 0.0 < self.keep_prob <= 1.0:
             raise ConfigError(f"macro keep_prob must be in (0, 1], got {self.keep_prob!r}")
+        if self.choice_init not in ("consistent", "independent"):
+            raise ConfigError(f"macro choice_init must be consistent or independent, got {self.choice_init!r}")
         unknown = [op for op in self.ops if op not in MACRO_OPS]
         if unknown or not self.ops or len(set(self.ops)) != len(self.ops):
             raise ConfigError(f"macro ops must be distinct names from {', '.join(MACRO_OPS)}; got {list(self.ops)}")
@@ -139,6 +144,13 @@ class MacroSearchNet(_MacroNet):
         self.layers = nn.ModuleList(SearchLayer(k, ops, c) for k, ops in enumerate(layer_ops))
         self._build_reductions(positions, [c] * len(positions))
         self._head(c)
+        if arch is None and config.choice_init == "consistent":  # the supernet (docs/fidelity.md)
+            for layer in self.layers:
+                for branch in layer.branches.values():
+                    branch.near_identity_()
+            for reductions in self.reductions:
+                for reduce in reductions.values():
+                    reduce.near_identity_()
 
     def forward(self, images: torch.Tensor, arch: Arch | None = None) -> tuple[torch.Tensor, None]:
         """images (B, C_in, H, W) -> (logits (B, K), None). A child runs its own arch and ignores ``arch``."""

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from enas.ops import BN_MOMENTUM, bn
+from enas.ops import BN_MOMENTUM, bn, near_identity_
 
 # The authors' search-mode conv branch normalises its kxk output with a channel-masked BN whose epsilon is 1e-3
 # (spec 8.2); every other BN of the network uses ops.BN_EPS.
@@ -72,6 +72,13 @@ class SearchBranch(nn.Module):
             self.out = nn.Sequential(nn.BatchNorm2d(c_out, eps=MASKED_BN_EPS, momentum=BN_MOMENTUM), nn.ReLU())
         else:
             self.out = nn.Identity()  # pool branches end with the pool
+
+    def near_identity_(self, noise: float = 0.1) -> None:
+        """Start the 1x1 input conv and the op's kernels near the identity (choice-consistent initialisation,
+        docs/fidelity.md): every branch of a layer then first passes on the same channels."""
+        for m in (*self.inp.modules(), *self.op.modules()):
+            if isinstance(m, nn.Conv2d):
+                near_identity_(m.weight, noise)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(self.op(self.inp(x)))

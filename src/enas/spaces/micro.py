@@ -23,6 +23,9 @@ from enas.ops import bn, he_init_
 from enas.spaces.base import Action, Decision, Space, TaskInfo
 from enas.spaces.micro_cells import AuxHead, ChildCell, SearchCell, drop_path_keep_prob
 
+#: Initialisations of the supernet's per-choice weights (see `MicroSpaceConfig.choice_init`).
+CHOICE_INITS = ("consistent", "independent")
+
 #: The authors' fixed op-logit bias of the normal cell (favours separable convs), spec 3.4.
 NORMAL_OP_BIAS = (0.25, 0.25, -0.25, -0.25, -0.25)
 
@@ -40,6 +43,9 @@ class MicroSpaceConfig:
     keep_prob: float = 0.9  # dropout keep probability before the classifier
     aux_head: bool = False  # auxiliary classifier after the first cell after the second reduction
     drop_path_keep: float = 1.0  # drop-path keep probability of the last cell (1.0: no drop-path)
+    # supernet only: "consistent" starts every per-choice weight near the identity (docs/fidelity.md); "independent"
+    # draws each copy on its own (He-normal), as the authors' code did
+    choice_init: str = "consistent"
 
     def __post_init__(self) -> None:
         if self.num_layers < 1:
@@ -49,6 +55,8 @@ class MicroSpaceConfig:
                               f"in two), got {self.channels}")
         if self.num_nodes < 1:
             raise ConfigError(f"micro num_nodes must be >= 1, got {self.num_nodes}")
+        if self.choice_init not in CHOICE_INITS:
+            raise ConfigError(f"micro choice_init must be one of {', '.join(CHOICE_INITS)}, got {self.choice_init!r}")
         for name in ("keep_prob", "drop_path_keep"):
             value = getattr(self, name)
             if not 0.0 < value <= 1.0:
@@ -127,6 +135,9 @@ class MicroSupernet(_MicroNetwork):
             return SearchCell(c_pp, c_p, size_pp, size_p, c, reduction, config.num_nodes)
 
         super().__init__(config, info, make_cell, track=False)
+        if config.choice_init == "consistent":
+            for cell in self.cells:
+                cell.near_identity_()
 
     def _run_cell(self, cell, s0, s1, arch, keep_prob):
         return cell(s0, s1, arch.reduce if cell.reduction else arch.normal, keep_prob)

@@ -105,6 +105,23 @@ class SearchCell(_Cell):
         self.out_bn = bn(c, track_running_stats=False)
         self._index_cache: dict[tuple, torch.Tensor] = {}
 
+    def near_identity_(self, noise: float = 0.1) -> None:
+        """Choice-consistent initialisation (docs/fidelity.md): every per-choice copy of a weight (the rows of the
+        shared separable convs, the per-input factorized reductions, the output projection's per-state blocks)
+        starts near the identity, so that any sampled cell first passes its inputs' channels on unscrambled."""
+        for node in self.nodes:
+            for slot in node:
+                for op in slot.values():
+                    if hasattr(op, "near_identity_"):
+                        op.near_identity_(noise)
+        if self.reduction:
+            for reduce in self.loose_reduce.values():
+                reduce.near_identity_(noise)
+        with torch.no_grad():
+            c = self.c
+            self.out_weight.normal_(0.0, noise * (2.0 / c) ** 0.5)
+            self.out_weight += torch.eye(c)[:, None, :]
+
     def _out_weight(self, loose: tuple[int, ...]) -> torch.Tensor:
         """(c, len(loose) * c, 1, 1): the blocks of the loose ends, in order."""
         w = self.out_weight
