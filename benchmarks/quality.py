@@ -1,0 +1,194 @@
+"""Quality benchmark: does the ENAS search beat random search with weight sharing and random architectures?
+
+For one space it runs, all at the `demo` sizes unless told otherwise:
+
+* ENAS: `--seeds` searches with the LSTM controller, each deriving its best arch;
+* random search with weight sharing: the same searches with `search.policy=random` (only the policy differs);
+* `--random-archs` uniformly sampled archs (no search at all);
+* the paper's published arch at the same sizes (rnn and micro; the published macro network has 24 layers and is
+  left out of the 6-layer demo space);
+
+then retrains every arch from scratch with the identical final budget (the `demo` train preset, `--train-epochs`)
+and reports the test figure (accuracy for images, perplexity for PTB) as mean +- std per method. Every run is an
+ordinary run directory under ``--out``; rerunning the same command skips what is finished, so an interrupted
+benchmark continues where it stopped.
+
+    python benchmarks/quality.py --space macro --data fashion-mnist --out runs/quality-macro --write-docs
+
+Not part of the tests: about an hour per space on 2 CPU cores at the default sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from enas.arch import parse_fixed_arc
+from enas.build import build_space
+from enas.config import set_key
+from enas.controller import UniformSampler
+from enas.presets import make_config
+from enas.search import Search
+from enas.train import FinalTraining
+
+PUBLISHED = {  # the authors' published archs, in their integer notation
+    "rnn": "0 0 0 1 1 2 1 2 0 2 0 5 1 1 0 6 1 8 1 8 1 8 1",
+    "micro": "0 2 0 0 0 4 0 1 0 4 1 1 1 0 0 1 0 2 1 1 1 0 1 0 0 3 0 2 1 1 3 1 1 0 0 4 0 3 1 1",
+}
+DEFAULT_DATA = {"rnn": "ptb", "macro": "fashion-mnist", "micro": "fashion-mnist"}
+
+
+def _done(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / "summary.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _apply(cfg, sets: list[str]) -> None:
+    from enas.config import parse_set
+
+    for key, value in parse_set(sets):
+        set_key(cfg, key, value)
+
+
+def search(space: str, data: str, policy: str, seed: int, out: Path, args: argparse.Namespace) -> dict[str, Any]:
+    run_dir = out / "search" / f"{policy}-seed-{seed}"
+    summary = _done(run_dir)
+    if summary is None:
+        resume = (run_dir / "checkpoints" / "last.pt").exists()
+        cfg = None
+        if not resume:
+            cfg = make_config(space, args.preset, "search", data)
+            cfg.seed, cfg.search.policy = seed, policy
+            _apply(cfg, args.search_set)
+        summary = Search(cfg, run_dir, resume=resume, progress=False).run()
+    return summary
+
+
+def train(space: str, data: str, fixed_arc: str, name: str, out: Path, args: argparse.Namespace) -> dict[str, Any]:
+    run_dir = out / "train" / name
+    summary = _done(run_dir)
+    if summary is None:
+        resume = (run_dir / "checkpoints" / "last.pt").exists()
+        cfg = None
+        if not resume:
+            cfg = make_config(space, args.preset, "train", data)
+            cfg.seed = args.train_seed
+            _apply(cfg, args.train_set)
+        arch = parse_fixed_arc(fixed_arc, space)
+        summary = FinalTraining(cfg, arch, run_dir, resume=resume, progress=False).run()
+    return summary
+
+
+def uniform_archs(space: str, data: str, n: int, args: argparse.Namespace) -> list[str]:
+    cfg = make_config(space, args.preset, "search", data)
+    _apply(cfg, args.search_set)
+    sampler = UniformSampler(build_space(cfg))
+    archs: list[str] = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(2018)
+        while len(archs) < n:
+            arc = sampler.sample().arch.to_fixed_arc()
+            if arc not in archs:
+                archs.append(arc)
+    return archs
+
+
+def _stats(values: list[float]) -> tuple[float, float]:
+    values = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--space", required=True, choices=("rnn", "macro", "micro"))
+    p.add_argument("--data", default=None)
+    p.add_argument("--preset", default="demo")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--random-archs", type=int, default=5)
+    p.add_argument("--train-seed", type=int, default=0, help="seed of every final training (identical budgets)")
+    p.add_argument("--search-set", action="append", default=[], metavar="KEY=VALUE", help="override a search key")
+    p.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE", help="override a train key")
+    p.add_argument("--out", required=True)
+    p.add_argument("--write-docs", action="store_true", help="put the table into docs/results.md")
+    args = p.parse_args(argv)
+    space, data = args.space, args.data or DEFAULT_DATA[args.space]
+    out = Path(args.out)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    started = time.perf_counter()
+
+    methods: dict[str, list[tuple[str, str]]] = {}  # method -> [(run name, fixed_arc)]
+    search_scores: dict[str, list[float]] = {}
+    for policy, label in (("enas", "ENAS"), ("random", "random search + weight sharing")):
+        for seed in seeds:
+            summary = search(space, data, policy, seed, out, args)
+            methods.setdefault(label, []).append((f"{policy}-seed-{seed}", summary["best"]["fixed_arc"]))
+            search_scores.setdefault(label, []).append(summary["best"]["score"])
+            print(f"[{time.perf_counter() - started:.0f}s] {label} seed {seed}: supernet score "
+                  f"{summary['best']['score']:.4g}", flush=True)
+    methods[f"{args.random_archs} uniformly random archs"] = [
+        (f"uniform-{i}", arc) for i, arc in enumerate(uniform_archs(space, data, args.random_archs, args))]
+    if space in PUBLISHED:
+        methods["published ENAS arch"] = [("published", PUBLISHED[space])]
+
+    key = "test_ppl" if space == "rnn" else "test_acc"
+    rows = []
+    for label, runs in methods.items():
+        figures = []
+        for name, arc in runs:
+            summary = train(space, data, arc, name, out, args)
+            figures.append(summary[key])
+            print(f"[{time.perf_counter() - started:.0f}s] {label} {name}: {key} {summary[key]:.4g}", flush=True)
+        mean, std = _stats(figures)
+        smean, sstd = _stats(search_scores.get(label, []))
+        rows.append({"method": label, "n": len(figures), key: figures, "mean": mean, "std": std,
+                     "supernet_score_mean": smean, "supernet_score_std": sstd})
+    command = "python benchmarks/quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    result = {"space": space, "dataset": data, "metric": key, "rows": rows, "command": command,
+              "seconds": time.perf_counter() - started}
+    (out / "quality.json").write_text(json.dumps(result, indent=2))
+    table = markdown(result)
+    print(table)
+    if args.write_docs:
+        write_docs(space, table)
+    return 0
+
+
+def markdown(result: dict[str, Any]) -> str:
+    key = result["metric"]
+    fmt = "{:.1f}" if key == "test_ppl" else "{:.2%}"
+    lines = [f"`{result['command']}` ({result['seconds'] / 60:.0f} min on this machine)", "",
+             f"| method | archs | {key} (mean ± std) | each | supernet score of the derived arch |",
+             "|---|---|---|---|---|"]
+    for r in result["rows"]:
+        each = ", ".join(fmt.format(v) for v in r[key])
+        sup = "" if math.isnan(r["supernet_score_mean"]) else \
+            f"{r['supernet_score_mean']:.4g} ± {r['supernet_score_std']:.2g}"
+        lines.append(f"| {r['method']} | {r['n']} | {fmt.format(r['mean'])} ± {fmt.format(r['std'])} | {each} | "
+                     f"{sup} |")
+    return "\n".join(lines)
+
+
+def write_docs(space: str, table: str) -> None:
+    path = Path(__file__).resolve().parents[1] / "docs" / "results.md"
+    text = path.read_text() if path.exists() else "# Results\n"
+    start, end = f"<!-- quality:{space} -->", f"<!-- /quality:{space} -->"
+    block = f"{start}\n{table}\n{end}"
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + f"\n\n### Quality benchmark: {space}\n\n{block}\n"
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
