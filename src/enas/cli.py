@@ -209,6 +209,9 @@ def _report_search(summary: dict[str, Any]) -> None:
         print(f"the best of {summary['candidates']} {summary.get('policy', 'enas')}-sampled candidates scores "
               f"{best['score']:.4g}: it {verdict} the median {ref['median']:.4g} of {ref['n']} uniformly sampled "
               f"archs on the same supernet (their best {ref['best']:.4g})")
+        if "median_valid_ppl" in ref and "valid_ppl" in best:
+            print(f"validation perplexity: derived {best['valid_ppl']:.1f}, median of the uniform archs "
+                  f"{ref['median_valid_ppl']:.1f}")
     run = Path(summary["run_dir"])
     picture = f", {summary['picture']}" if summary["picture"] else ""
     print(f"written: {run / 'arch.json'}, {run / 'candidates.csv'}{picture}")

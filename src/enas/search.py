@@ -234,8 +234,13 @@ class Search:
         scored.sort(key=lambda s: -s[0])
         self.run_dir.write_text("uniform_candidates.csv", _candidates_csv(scored))
         scores = [s[0] for s in scored]
-        return {"n": len(scores), "median": _median(scores), "mean": sum(scores) / len(scores), "best": scores[0],
-                "worst": scores[-1]}
+        ref = {"n": len(scores), "median": _median(scores), "mean": sum(scores) / len(scores), "best": scores[0],
+               "worst": scores[-1]}
+        for key in ("ppl", "acc"):
+            values = [s[3][key] for s in scored if key in s[3]]
+            if values:
+                ref[f"median_valid_{key}"] = _median(values)
+        return ref
 
     # --- derive ------------------------------------------------------------------------------------------------
     def derive(self, samples: int | None = None) -> dict[str, Any]:
