@@ -83,16 +83,16 @@ def test_macro_rank_files_resume_and_reuse(macro_run, capsys, interrupted_after_
 def test_rnn_run_of_the_random_policy_samples_uniformly(corpus_dir, tmp_path):
     cfg = tiny_rnn_config(corpus_dir)
     cfg.search.epochs, cfg.search.derive_samples = 1, 1
-    if hasattr(cfg.search, "policy"):
-        cfg.search.policy = "random"
+    cfg.search.policy = "random"
     Search(cfg, tmp_path / "run", progress=False).run()
-    info = rank_run(tmp_path / "run", 2, 1, uniform=not hasattr(cfg.search, "policy"), progress=False)
+    info = rank_run(tmp_path / "run", 2, 1, uniform=False, progress=False)
     assert info["policy"] == "uniform" and info["archs"] == 2 and "ppl" in info["score"]
     rows = _rows(tmp_path / "run")
     assert len(rows) == 2 and "standalone_valid_ppl" in rows[0]
+    c = cfg.task.reward_c
     for r in rows:  # the score is reward_c / ppl for both
-        assert float(r["standalone_score"]) == pytest.approx(80 / float(r["standalone_valid_ppl"]), rel=1e-4)
-        assert float(r["supernet_score"]) == pytest.approx(80 / float(r["supernet_valid_ppl"]), rel=1e-4)
+        assert float(r["standalone_score"]) == pytest.approx(c / float(r["standalone_valid_ppl"]), rel=1e-4)
+        assert float(r["supernet_score"]) == pytest.approx(c / float(r["supernet_valid_ppl"]), rel=1e-4)
 
 
 def test_one_distinct_arch_gives_undefined_correlations(macro_run, monkeypatch, capsys):
