@@ -110,10 +110,9 @@ def _rnn(preset: str, command: str) -> Config:
         search.optim.decay, search.optim.decay_start = 0.9, 3
         search.eval_every = 2
         controller.train_steps, controller.num_aggregate = 40, 5
-        # The paper's c = 80 puts rewards near 1 at perplexity ~80; at the demo's ~500 they are ~0.15 and the advantages
-        # fall below the controller Adam's epsilon (1e-3, TF convention), so the policy never moves: scale c instead.
-        task.reward_c = 500.0
-        controller.lr = 0.01
+        # 240 controller updates in all (the paper runs 2000 per epoch): the policy does not move visibly in a demo
+        # (measured: entropy 88.27 % -> 88.28 % of uniform; also with reward_c=500 and lr 0.05), see README
+        controller.lr = 0.005
         search.derive_samples = search.derive_uniform = 16
         train.epochs = 6
         train.averaging_patience = 2
