@@ -65,7 +65,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval_every: int = 1  # validation (when the task has a validation split) every N epochs; 0 = never
     averaging: bool = False  # language models: average the weights once the validation perplexity stalls
-    averaging_patience: int = 10  # averaging starts when the validation loss is worse than the best of all but the last N validations
+    averaging_patience: int = 10  # average once valid loss > best of all validations but the last N
     checkpoint_every: int = 1
 
 
