@@ -200,6 +200,21 @@ class Search:
             self.run_dir.save_checkpoint(self._state())
         return self.derive()
 
+    def _score(self, archs: dict[str, Arch], label: str | None = None) -> list[tuple]:
+        """(score, fixed_arc, arch, metrics) of each arch on the whole validation split, best first."""
+        self._reward_mode()
+        scored = []
+        if label:
+            self.progress.start(label, len(archs))
+        for i, (key, arch) in enumerate(archs.items()):
+            metrics = self.task.evaluate(self.supernet, "valid", arch_fn=lambda a=arch: a)
+            scored.append((metrics["score"], key, arch, metrics))
+            if label:
+                self.progress.update(i + 1, {"best": max(s[0] for s in scored)})
+        if label:
+            self.progress.end()
+        return sorted(scored, key=lambda s: -s[0])
+
     def _trend(self) -> dict[str, list[float]]:
         """First and last epoch values of the controller's reward and entropy and of the validation figures."""
         epochs = self.run_dir.read_metrics("epoch")
@@ -226,12 +241,7 @@ class Search:
                 archs.setdefault(arch.to_fixed_arc(), arch)
                 if len(archs) == n:
                     break
-            self._reward_mode()
-            scored = []
-            for key, arch in archs.items():
-                metrics = self.task.evaluate(self.supernet, "valid", arch_fn=lambda a=arch: a)
-                scored.append((metrics["score"], key, arch, metrics))
-        scored.sort(key=lambda s: -s[0])
+            scored = self._score(archs)
         self.run_dir.write_text("uniform_candidates.csv", _candidates_csv(scored))
         scores = [s[0] for s in scored]
         ref = {"n": len(scores), "median": _median(scores), "mean": sum(scores) / len(scores), "best": scores[0],
@@ -260,15 +270,7 @@ class Search:
             arch = self.sample_arch()
             candidates.setdefault(arch.to_fixed_arc(), arch)
             tries += 1
-        self._reward_mode()
-        scored = []
-        self.progress.start("derive", len(candidates))
-        for i, (key, arch) in enumerate(candidates.items()):
-            metrics = self.task.evaluate(self.supernet, "valid", arch_fn=lambda a=arch: a)
-            scored.append((metrics["score"], key, arch, metrics))
-            self.progress.update(i + 1, {"best": max(s[0] for s in scored)})
-        self.progress.end()
-        scored.sort(key=lambda s: -s[0])
+        scored = self._score(candidates, "derive")
         reference = self._uniform_reference()
         self.seconds["eval"] += time.perf_counter() - t
         best_score, _, best, best_metrics = scored[0]
