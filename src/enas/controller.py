@@ -48,6 +48,9 @@ class ControllerConfig:
     skip_target: float = 0.4  # prior probability of a skip connection (macro)
     skip_weight: float = 0.8  # weight of the skip penalty in the loss; 0 disables it
     baseline_decay: float = 0.99  # b <- b - (1 - decay) * (b - R)
+    # "zero": the baseline starts at 0 (the authors' code); "first": at the first sample's reward, so that the
+    # first updates do not reinforce whatever happens to be sampled (matters in short searches only)
+    baseline_start: str = "zero"
     lr: float = 0.001  # Adam learning rate, constant
     adam_betas: tuple[float, float] = (0.0, 0.999)  # the authors' code uses beta1 = 0
     adam_eps: float = 1e-3  # Adam epsilon as TensorFlow defines it (see adam_tf_eps)
@@ -78,6 +81,8 @@ class ControllerConfig:
                 raise ConfigError(f"controller.{key} must be positive or null (disabled), got {value!r}")
         if self.entropy_mode not in ("sampled", "full"):
             raise ConfigError(f"controller.entropy_mode must be 'sampled' or 'full', got {self.entropy_mode!r}")
+        if self.baseline_start not in ("zero", "first"):
+            raise ConfigError(f"controller.baseline_start must be 'zero' or 'first', got {self.baseline_start!r}")
         if not 0.0 < self.skip_target < 1.0:
             raise ConfigError(f"controller.skip_target must lie strictly between 0 and 1, got {self.skip_target!r}")
         if not 0.0 <= self.baseline_decay < 1.0:

@@ -1,7 +1,8 @@
 """REINFORCE for the controller (spec 3.1, 3.3): moving-average baseline, entropy bonus added to the reward, skip
 penalty added to the loss, gradients averaged over ``num_aggregate`` sampled architectures per Adam step.
 
-For each sample: ``R = reward + entropy_weight * H`` (H under stop-gradient); the baseline moves first,
+For each sample: ``R = reward + entropy_weight * H`` (H under stop-gradient); the baseline starts at 0 (or, with
+``baseline_start="first"``, at the first sample's R) and moves first,
 ``b <- b - (1 - decay)(b - R)``, and the advantage uses the moved baseline; the loss is
 ``-log pi(a) * (R - b) + skip_weight * skip_penalty``.
 
@@ -75,6 +76,8 @@ class ReinforceTrainer:
                 )
             entropy = float(s.entropy.detach())
             total = reward + cfg.entropy_weight * entropy
+            if self.step_count == 0 and not losses and cfg.baseline_start == "first":
+                self.baseline = total  # the very first sample of the search: its advantage is 0
             self.baseline -= (1.0 - cfg.baseline_decay) * (self.baseline - total)  # before the advantage
             advantage = total - self.baseline
             loss = -s.log_prob * advantage

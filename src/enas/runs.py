@@ -211,11 +211,18 @@ def environment_info() -> dict[str, Any]:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` / ``cpu`` / ``cuda[:N]`` -> the device; on CUDA, float32 matrix products and convolutions run in
+    TF32 (docs/fidelity.md) and cuDNN picks its fastest algorithms for the fixed set of shapes a space uses."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda was asked for but no CUDA device is available; use --device cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError as e:
         raise UserError(f"unknown device {name!r}; use auto, cpu or cuda") from e
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    return device

@@ -1,0 +1,35 @@
+"""benchmarks/gpu_check.py --smoke: the GPU check's code path on tiny sizes on the CPU."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_check_smoke_runs_every_space(tmp_path):
+    out = tmp_path / "check.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--smoke", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["space"], r["kind"]) for r in rows] == [(s, k) for s in ("micro", "macro", "rnn")
+                                                        for k in ("search", "train")]
+    for r in rows:
+        assert r["epoch_s"] > 0 and r["protocol_h"] > 0
+        if r["kind"] == "search":
+            assert r["steps_per_epoch"] > 0 and r["shared_step_s"] > 0 and r["controller_update_s"] > 0
+    assert "| micro | search |" in proc.stdout
+
+
+def test_gpu_check_refuses_cuda_without_a_gpu():
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py")], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "--smoke" in proc.stderr
