@@ -87,3 +87,53 @@ def test_search_train_eval_via_the_cli(corpus_dir, tmp_path, capsys):
     assert "test_ppl" in capsys.readouterr().out
     assert main(["eval", str(tmp_path / "t"), "--set", f"task.root={corpus_dir}", "--device", "cpu"]) == 0
     assert json.loads(capsys.readouterr().out)["test_ppl"] > 1
+
+
+def test_python_dash_m_enas_runs_the_cli():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "enas", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "search" in proc.stdout
+
+
+def test_resume_applies_what_may_change_and_refuses_the_rest(corpus_dir, tmp_path, capsys):
+    import yaml
+
+    common = ["--preset", "demo", "--device", "cpu", "--set", f"task.root={corpus_dir}",
+              "--set", "task.max_tokens=null", "--set", "model.hidden=16", "--set", "model.num_nodes=4",
+              "--set", "task.batch_size=4", "--set", "task.bptt=8", "--set", "task.eval_batch_size=4",
+              "--set", "task.reward_batch_size=4", "--set", "controller.train_steps=2",
+              "--set", "search.derive_samples=2", "--set", "search.derive_uniform=0"]
+    run = tmp_path / "s"
+    assert main(["search", "--space", "rnn", "--out", str(run), "--no-progress", *common,
+                 "--set", "search.epochs=1"]) == 0
+    before = {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file() and p.name != ".lock"}
+    capsys.readouterr()
+    refusals = [
+        (["--set", "model.hidden=32"], "model.hidden cannot change"),
+        (["--space", "micro"], "space cannot change"),
+        (["--data", "fashion-mnist"], "dataset cannot change"),
+        (["--preset", "paper"], "preset cannot change"),
+        (["--seed", "7"], "seed cannot change"),
+        (["--set", "task.bptt=9"], "task.bptt cannot change"),
+    ]
+    config = tmp_path / "new.yaml"
+    config.write_text(yaml.safe_dump({"model": {"num_nodes": 6}}))
+    refusals.append((["--config", str(config)], "model.num_nodes cannot change"))
+    for extra, message in refusals:
+        result = run_cli("search", "--resume", "--out", str(run), *extra)
+        assert result.returncode == 2, (extra, result.stderr)
+        assert result.stderr.count("\n") == 1 and message in result.stderr and "Traceback" not in result.stderr
+    after = {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file() and p.name != ".lock"}
+    assert after == before  # a refused resume changes nothing
+    # the same values as the run's are not changes; epochs and learning rates are applied
+    config.write_text(yaml.safe_dump({"search": {"epochs": 2, "optim": {"lr": 1.5}}, "controller": {"lr": 0.001}}))
+    assert main(["search", "--resume", "--out", str(run), "--no-progress", "--preset", "demo", "--seed", "0",
+                 "--set", "model.hidden=16", "--config", str(config)]) == 0
+    epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    epochs = [e for e in epochs if e["kind"] == "epoch"]
+    assert [e["epoch"] for e in epochs] == [1, 2] and epochs[1]["lr"] == pytest.approx(1.5)  # no decay before 3
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["search"]["epochs"] == 2 and saved["controller"]["lr"] == 0.001
+    assert saved["model"]["hidden"] == 16

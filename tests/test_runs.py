@@ -57,3 +57,69 @@ def test_rng_state_round_trip():
 def test_fresh_run_drops_metrics_of_a_run_that_never_checkpointed(tmp_path):
     RunDir(tmp_path).log("epoch", epoch=1, loss=1.0)
     assert RunDir(tmp_path).read_metrics() == []
+
+
+def _hold_lock_in_child(path, ready):
+    """A second process that takes the run directory's lock and waits to be killed."""
+    import subprocess
+    import sys
+
+    code = (f"from enas.runs import RunDir; r = RunDir({str(path)!r}); open({str(ready)!r}, 'w').write('1'); "
+            "import time; time.sleep(120)")
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+def _wait_for(path, timeout=60.0):
+    import time
+
+    end = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < end, "the child never took the lock"
+        time.sleep(0.05)
+
+
+def test_a_second_process_is_refused_and_a_dead_holder_leaves_no_stale_lock(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    run_dir, ready = tmp_path / "run", tmp_path / "ready"
+    child = _hold_lock_in_child(run_dir, ready)
+    try:
+        _wait_for(ready)
+        with pytest.raises(UserError, match=rf"in use by another enas process \(pid {child.pid}\)"):
+            RunDir(run_dir)
+        cli = subprocess.run([sys.executable, "-m", "enas", "search", "--space", "rnn", "--data", "ptb",
+                              "--out", str(run_dir)], capture_output=True, text=True, timeout=120)
+        assert cli.returncode == 2 and cli.stderr.count("\n") == 1 and "in use" in cli.stderr
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    RunDir(run_dir).close()  # the kernel released the dead holder's lock
+
+
+def test_one_process_may_open_its_run_twice_and_close_releases(tmp_path):
+    first = RunDir(tmp_path / "r")
+    second = RunDir(tmp_path / "r")  # same process: re-entrant (a search then its derive)
+    second.close()
+    first.close()
+    first.close()  # idempotent
+
+
+def test_leftover_checkpoint_temp_files_are_removed_on_start(tmp_path):
+    run = RunDir(tmp_path / "r")
+    run.save_checkpoint({"epoch": 1})
+    run.close()
+    leftover = run.ckpt_dir / ".last.pt1234abcd.tmp"  # a process killed while saving
+    leftover.write_bytes(b"partial")
+    again = RunDir(tmp_path / "r", resume=True)
+    assert not leftover.exists() and again.load_checkpoint()["epoch"] == 1
+
+
+def test_output_paths_that_cannot_be_run_directories(tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(UserError, match="is a file"):
+        RunDir(a_file)
+    with pytest.raises(UserError, match="cannot create the run directory"):
+        RunDir(a_file / "under")

@@ -24,7 +24,8 @@ DEFAULT_INFO = {  # data shapes assumed by `enas show` when no --data is given
 
 
 def _common_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="paper", help="paper (the spec's values), quick, or demo (minutes on a CPU)")
+    p.add_argument("--preset", default=None,
+                   help="paper (the spec's values; the default), quick, or demo (minutes on a CPU)")
     p.add_argument("--config", metavar="YAML", help="a YAML file of config keys applied over the preset")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override one dotted config key (repeatable); --print-config lists the keys")
@@ -112,7 +113,7 @@ def resolve_config(space: str, dataset: str | None, args: argparse.Namespace, co
     from enas.config import apply_dict, load_yaml, parse_set, set_key
     from enas.presets import make_config
 
-    cfg = make_config(space, args.preset, command, dataset)
+    cfg = make_config(space, args.preset or "paper", command, dataset)
     if args.config:
         apply_dict(cfg, load_yaml(args.config))
     for key, value in parse_set(args.sets):
@@ -122,6 +123,20 @@ def resolve_config(space: str, dataset: str | None, args: argparse.Namespace, co
     if args.device is not None:
         cfg.device = args.device
     return cfg
+
+
+def _resume_overrides(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    """What a resumed run was asked to change: --config and --set keys, and --space, --data, --preset, --seed,
+    --device, --cutout when given. `enas.config.apply_resume_overrides` applies the ones that may change and refuses
+    the others with one line."""
+    from enas.config import flatten_dict, load_yaml, parse_set
+
+    pairs = flatten_dict(load_yaml(args.config)) if args.config else []
+    pairs += parse_set(args.sets)
+    flags = (("space", "space"), ("data", "dataset"), ("preset", "preset"), ("seed", "seed"), ("device", "device"),
+             ("cutout", "task.cutout"))
+    pairs += [(key, getattr(args, flag)) for flag, key in flags if getattr(args, flag, None) is not None]
+    return pairs
 
 
 def _default_out(command: str, space: str) -> str:
@@ -163,7 +178,7 @@ def _template(out: str, seeds: list[int]) -> dict[str, Any]:
     run_dir = first_checkpointed(out, seeds)
     if run_dir is None:
         raise UserError(f"nothing to resume in {out}; start without --resume")
-    return RunDir(run_dir, resume=True).load_checkpoint()
+    return RunDir(run_dir, resume=True, lock=False).load_checkpoint()
 
 
 def _seed_config(base, seed: int, overrides: list[tuple[str, Any]]):
@@ -218,12 +233,12 @@ def _report_search(summary: dict[str, Any]) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from enas.config import dump_yaml, parse_set
+    from enas.config import dump_yaml
     from enas.search import Search
 
     seeds = _seeds_arg(args)
     progress = not args.no_progress and None
-    overrides = parse_set(args.sets)
+    overrides = _resume_overrides(args) if args.resume else []
     if args.controller:  # a resumed run keeps its policy: Search refuses a different one
         overrides.append(("search.policy", args.controller))
     cfg = None
@@ -291,12 +306,12 @@ def _report_train(summary: dict[str, Any]) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from enas.config import dump_yaml, parse_set
+    from enas.config import dump_yaml
     from enas.train import FinalTraining
 
     seeds = _seeds_arg(args)
     progress = not args.no_progress and None
-    overrides = parse_set(args.sets)
+    overrides = _resume_overrides(args) if args.resume else []
     cfg = arch = None
     if args.resume:
         if not args.out:

@@ -8,6 +8,7 @@ in this order: preset (`enas.presets`) <- YAML file <- ``--set`` flags, and writ
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import types
@@ -200,6 +201,51 @@ def apply_dict(cfg: Any, values: dict[str, Any], prefix: str = "") -> None:
             if not dataclasses.is_dataclass(cfg) or k not in {f.name for f in dataclasses.fields(cfg)}:
                 raise ConfigError(f"unknown config key {prefix}{k!r}; see --print-config for the keys")
             setattr(cfg, k, _coerce(v, _field_type(cfg, k), prefix + k))
+
+
+# Keys a resumed run may change (they are applied); every other key is fixed by the run's checkpoint, since the
+# weights, the optimiser state, the data split or the random streams depend on it. A key ending in "." is a section.
+RESUMABLE = (
+    "device", "search.epochs", "search.shared_steps", "search.controller_every", "search.eval_every",
+    "search.log_archs", "search.derive_samples", "search.derive_greedy", "search.derive_uniform", "search.optim.",
+    "train.epochs", "train.eval_every", "train.checkpoint_every", "train.optim.",
+    "controller.lr", "controller.entropy_weight", "controller.train_steps",
+)
+
+
+def resumable(key: str) -> bool:
+    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUMABLE)
+
+
+def apply_resume_overrides(cfg: Any, overrides: list[tuple[str, Any]]) -> list[str]:
+    """Apply ``(dotted key, value)`` pairs to the config of a resumed run. A value equal to the run's is ignored;
+    a change of a key outside `RESUMABLE` raises `ConfigError` naming it. Returns the keys that changed."""
+    changed: list[str] = []
+    for key, value in overrides:
+        probe = copy.deepcopy(cfg)
+        set_key(probe, key, value)  # checks the key and the value's type
+        before, after = flatten(cfg), flatten(probe)
+        diff = [k for k in after if after[k] != before.get(k)]
+        fixed = [k for k in diff if not resumable(k)]
+        if fixed:
+            k = fixed[0]
+            raise ConfigError(f"{k} cannot change when resuming (the run has {before.get(k)!r}, asked {after[k]!r}); "
+                              "drop it, or start a new run with another --out")
+        if diff:
+            set_key(cfg, key, value)
+            changed += diff
+    return changed
+
+
+def flatten_dict(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """A nested dict (as read from YAML) -> (dotted key, leaf value) pairs."""
+    out: list[tuple[str, Any]] = []
+    for k, v in values.items():
+        if isinstance(v, dict):
+            out += flatten_dict(v, f"{prefix}{k}.")
+        else:
+            out.append((f"{prefix}{k}", v))
+    return out
 
 
 def parse_set(items: list[str]) -> list[tuple[str, Any]]:

@@ -7,10 +7,13 @@ Layout (every command that trains writes one)::
     RUN/checkpoints/last.pt  latest complete checkpoint (written to a temp file, then renamed over the old one)
     RUN/summary.json         final figures, versions, seed, git commit, wall time split
     RUN/events.*             TensorBoard events when the `tensorboard` package is installed
+    RUN/.lock                held (flock) by the process that writes the run; the kernel releases it when that
+                             process ends, however it ends, so a lock left by a crash is never in the way
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -92,23 +95,95 @@ def _clean(value: Any) -> Any:
     return value
 
 
-class RunDir:
-    """A run directory. ``resume=False`` refuses a directory that already holds a checkpoint."""
+LOCK = ".lock"
+_HELD: dict[Path, list] = {}  # run directory -> [open lock file, number of RunDir objects of this process using it]
 
-    def __init__(self, path: str | os.PathLike, resume: bool = False):
+
+def _acquire(path: Path) -> None:
+    """Take the run directory's lock for this process (re-entrant within one process)."""
+    key = path.resolve()
+    if key in _HELD:
+        _HELD[key][1] += 1
+        return
+    f = open(key / LOCK, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        owner = f.read().strip() or "unknown"
+        f.close()
+        raise UserError(f"{path} is in use by another enas process (pid {owner}); wait for it to end or choose "
+                        "another --out") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    _HELD[key] = [f, 1]
+
+
+def _release(path: Path) -> None:
+    key = path.resolve()
+    held = _HELD.get(key)
+    if held is None:
+        return
+    held[1] -= 1
+    if held[1] <= 0:
+        del _HELD[key]
+        held[0].close()  # closing the file releases the flock
+
+
+class RunDir:
+    """A run directory. ``resume=False`` refuses a directory that already holds a checkpoint. With ``lock`` (the
+    default) the directory is locked for this process until `close` (or the process ends): a second process that
+    opens it for writing is refused with a one-line error."""
+
+    def __init__(self, path: str | os.PathLike, resume: bool = False, lock: bool = True):
         self.path = Path(path)
         self.ckpt_dir = self.path / "checkpoints"
+        self._locked = False
+        if self.path.exists() and not self.path.is_dir():
+            raise UserError(f"{self.path} is a file, not a run directory; choose another --out")
         if resume:
             if not self.checkpoint_path.is_file():
                 raise UserError(f"nothing to resume: {self.checkpoint_path} does not exist; start without --resume")
         elif self.checkpoint_path.is_file():
             raise UserError(f"{self.path} already holds a run; pass --resume to continue it or choose another --out")
-        self.path.mkdir(parents=True, exist_ok=True)
+        created = not self.path.exists()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create the run directory {self.path} ({e.strerror}); choose another --out") \
+                from None
+        if lock:
+            try:
+                _acquire(self.path)
+            except UserError:
+                raise
+            except OSError as e:
+                if created:
+                    _remove_if_empty(self.path)
+                raise UserError(f"cannot write into {self.path} ({e.strerror}); choose another --out") from None
+            self._locked = True
         self.ckpt_dir.mkdir(exist_ok=True)
+        for tmp in self.ckpt_dir.glob(f".{CHECKPOINT}*.tmp"):  # left by a process killed while saving
+            if lock:
+                tmp.unlink(missing_ok=True)
         if not resume and self.metrics_path.is_file():
             # left by a run stopped before its first checkpoint: nothing in it can be resumed
             self.metrics_path.unlink()
         self._tb = None
+
+    def close(self) -> None:
+        """Release the lock (idempotent); the object can still be read from."""
+        if self._locked:
+            self._locked = False
+            _release(self.path)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass
 
     @property
     def checkpoint_path(self) -> Path:
@@ -188,6 +263,16 @@ class RunDir:
         except Exception as e:
             raise UserError(f"checkpoint {self.checkpoint_path} cannot be read ({type(e).__name__}); "
                             "it may be truncated: restart the run without --resume") from e
+
+
+def _remove_if_empty(path: Path) -> None:
+    """Remove a run directory this start created, when nothing but the lock file is in it."""
+    try:
+        if all(p.name == LOCK for p in path.iterdir()):
+            (path / LOCK).unlink(missing_ok=True)
+            path.rmdir()
+    except OSError:
+        pass
 
 
 def environment_info() -> dict[str, Any]:

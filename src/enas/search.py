@@ -23,7 +23,7 @@ import torch
 
 from enas.arch import Arch, save_arch
 from enas.build import build_space, build_task
-from enas.config import Config, dump_yaml, set_key
+from enas.config import Config, apply_resume_overrides, dump_yaml
 from enas.controller import Controller, UniformSampler
 from enas.diagnostics import ArchCounter, CollapseMonitor, reward_trend
 from enas.errors import ConfigError
@@ -46,11 +46,13 @@ class Search:
             ckpt = self.run_dir.load_checkpoint()
             cfg = ckpt["config"]
             policy = cfg.search.policy
-            for key, value in overrides or []:  # e.g. a lower learning rate after a divergence
-                set_key(cfg, key, value)
-            if cfg.search.policy != policy:
+            asked = dict(overrides or []).get("search.policy", policy)
+            if asked != policy:
                 raise ConfigError(f"{out} was searched with the {policy!r} policy and a resumed run keeps it: drop "
                                   f"--controller / search.policy or start a new run")
+            changed = apply_resume_overrides(cfg, overrides or [])  # e.g. a lower learning rate after a divergence
+            if changed:  # the run directory records the config the run continues with
+                self.run_dir.write_text("config.yaml", dump_yaml(cfg))
         self.cfg = cfg
         if cfg.search.policy not in POLICIES:
             raise ConfigError(f"search.policy: {cfg.search.policy!r} is not one of {list(POLICIES)}")

@@ -20,7 +20,7 @@ from torch import nn
 
 from enas.arch import Arch, arch_from_json
 from enas.build import build_space, build_task, fit_model_to_arch
-from enas.config import Config, apply_dict, dump_yaml, set_key
+from enas.config import Config, apply_dict, apply_resume_overrides, dump_yaml, set_key
 from enas.errors import UserError
 from enas.optim import StatsMean, check_finite, lr_at, make_sgd, set_lr, sgd_step
 from enas.presets import make_config
@@ -84,8 +84,9 @@ class FinalTraining:
         if resume:
             ckpt = self.run_dir.load_checkpoint()
             cfg, arch = ckpt["config"], arch_from_json(ckpt["arch"])
-            for key, value in overrides or []:
-                set_key(cfg, key, value)
+            changed = apply_resume_overrides(cfg, overrides or [])
+            if changed:  # the run directory records the config the run continues with
+                self.run_dir.write_text("config.yaml", dump_yaml(cfg))
         if arch.space != cfg.space:
             raise UserError(f"the architecture is a {arch.space} arch but the run is configured for the {cfg.space} "
                             f"space; pass --space {arch.space} or another arch file")

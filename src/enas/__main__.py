@@ -1,0 +1,7 @@
+"""``python -m enas``: the same as the ``enas`` command (also under torchrun)."""
+
+import sys
+
+from enas.cli import main
+
+sys.exit(main())
