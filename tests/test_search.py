@@ -65,9 +65,17 @@ def test_nan_loss_stops_with_a_user_error_and_keeps_the_checkpoint(corpus_dir, t
         return loss * float("nan"), stats
 
     monkeypatch.setattr(search.task, "shared_loss", nan_loss)
-    with pytest.raises(TrainingDiverged, match="lower the learning rate"):
+    with pytest.raises(TrainingDiverged, match="intact: resume it with a lower learning rate: --resume --out"):
         search.run()
     assert RunDir(tmp_path / "run", resume=True).load_checkpoint()["epoch"] == 1
+
+
+def test_nan_in_the_first_epoch_says_there_is_nothing_to_resume(corpus_dir, tmp_path, monkeypatch):
+    search = Search(tiny_rnn_config(corpus_dir), tmp_path / "run", progress=False)
+    real = search.task.shared_loss
+    monkeypatch.setattr(search.task, "shared_loss", lambda m, b, a=None: (real(m, b, a)[0] * float("inf"), {}))
+    with pytest.raises(TrainingDiverged, match="before the first checkpoint \\(nothing to resume\\): start again"):
+        search.run()
 
 
 @pytest.mark.parametrize("space", ["macro", "micro"])

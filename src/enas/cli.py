@@ -34,8 +34,15 @@ def _common_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (exit status 2), like every other error of the command."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"enas: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="enas", description="Efficient Neural Architecture Search (ENAS).")
+    parser = _Parser(prog="enas", description="Efficient Neural Architecture Search (ENAS).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("search", help="search an architecture with the ENAS controller")
@@ -122,7 +129,9 @@ def resolve_config(space: str, dataset: str | None, args: argparse.Namespace, co
         cfg.seed = args.seed
     if args.device is not None:
         cfg.device = args.device
-    return cfg
+    from enas.validate import validate_config
+
+    return validate_config(cfg)
 
 
 def _resume_overrides(args: argparse.Namespace) -> list[tuple[str, Any]]:
@@ -292,9 +301,23 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_derive(args: argparse.Namespace) -> int:
+    from enas.runs import CHECKPOINT
     from enas.search import Search
 
-    summary = Search(None, args.run_dir, resume=True, progress=None).derive(args.samples)
+    run = Path(args.run_dir)
+    if not run.is_dir():
+        raise UserError(f"{run} is not a directory; pass the run directory of `enas search`")
+    if not (run / "checkpoints" / CHECKPOINT).is_file():
+        raise UserError(f"{run} has no checkpoint (checkpoints/{CHECKPOINT}); pass a search run that finished at "
+                        "least one epoch")
+    if args.samples is not None and args.samples < 1:
+        raise UserError(f"--samples must be at least 1, got {args.samples}")
+    try:
+        search = Search(None, run, resume=True, progress=None)
+    except (KeyError, AttributeError) as e:
+        raise UserError(f"{run} is not a search run (its checkpoint lacks {e.args[0]!r}); pass a directory written "
+                        "by `enas search`") from None
+    summary = search.derive(args.samples)
     print(f"best arch (validation score {summary['best']['score']:.4g}): {summary['best']['fixed_arc']}")
     print(f"written: {Path(args.run_dir) / 'arch.json'}, {Path(args.run_dir) / 'candidates.csv'}")
     return 0
@@ -485,9 +508,35 @@ def main(argv: list[str] | None = None) -> int:
         print(f"enas: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("enas: interrupted; the last completed epoch is checkpointed: rerun with --resume --out RUN_DIR",
-              file=sys.stderr)
+        print(f"enas: {_interrupt_message()}", file=sys.stderr)
         return 130
+    except MemoryError:
+        print("enas: error: out of memory: lower the sizes (e.g. --set model.hidden=... or model.channels=...) or "
+              "the batch size (--set task.batch_size=...)", file=sys.stderr)
+        return 2
+    except OSError as e:  # a disk, a permission, a path that vanished: name the file and the reason
+        where = f" {e.filename}" if e.filename else ""
+        print(f"enas: error: cannot access{where} ({e.strerror or e}); check the path, its permissions and the free "
+              "disk space", file=sys.stderr)
+        return 2
+    except RuntimeError as e:  # the allocators' out-of-memory errors (CPU and CUDA) are RuntimeErrors
+        text = str(e)
+        if "out of memory" in text.lower() or "can't allocate memory" in text or "not enough memory" in text:
+            print("enas: error: out of memory on the device: lower the sizes (e.g. --set model.hidden=... or "
+                  "model.channels=...) or the batch size (--set task.batch_size=...)", file=sys.stderr)
+            return 2
+        raise
+
+
+def _interrupt_message() -> str:
+    from enas.runs import last_opened
+
+    run = last_opened()
+    if run is None:
+        return "interrupted"
+    if (run / "checkpoints" / "last.pt").is_file():
+        return f"interrupted; the last completed epoch is checkpointed: rerun with --resume --out {run}"
+    return f"interrupted before the first checkpoint of {run}: nothing to resume; run the command again"
 
 
 if __name__ == "__main__":

@@ -196,6 +196,8 @@ def apply_dict(cfg: Any, values: dict[str, Any], prefix: str = "") -> None:
         target = getattr(cfg, k, None) if dataclasses.is_dataclass(cfg) else None
         if isinstance(v, dict) and dataclasses.is_dataclass(target):
             apply_dict(target, v, prefix=f"{prefix}{k}.")
+        elif dataclasses.is_dataclass(target) and not isinstance(target, type):
+            raise ConfigError(f"{prefix}{k} is a section of keys, not a value (got {v!r}); see --print-config")
         else:
             # set_key on the root would need the full path; descend here instead
             if not dataclasses.is_dataclass(cfg) or k not in {f.name for f in dataclasses.fields(cfg)}:
@@ -276,7 +278,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text; save the config file as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"config file {path} cannot be read ({e.strerror})") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from e
     if not isinstance(data, dict):

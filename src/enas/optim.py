@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -47,14 +48,19 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def check_finite(loss: torch.Tensor, where: str | Callable[[], str], run_dir: object = None) -> None:
+def check_finite(loss: torch.Tensor, where: str | Callable[[], str], run_dir: object = None,
+                 lr_key: str = "search.optim.lr") -> None:
     """Raise `TrainingDiverged` with a one-line hint when ``loss`` is NaN or infinite. ``where`` may be a callable,
-    so that a per-step caller builds its message only when it is needed."""
+    so that a per-step caller builds its message only when it is needed. The hint depends on whether ``run_dir``
+    holds a checkpoint to resume from."""
     if not torch.isfinite(loss).all():
-        saved = f"; the last checkpoint in {run_dir}/checkpoints is intact" if run_dir else ""
         where = where() if callable(where) else where
-        raise TrainingDiverged(f"the loss became {loss.item()} {where}{saved}: lower the learning rate "
-                               "(--set search.optim.lr=... or train.optim.lr=...) and resume with --resume")
+        head = f"the loss became {loss.item()} {where}"
+        if run_dir is not None and (Path(str(run_dir)) / "checkpoints" / "last.pt").is_file():
+            raise TrainingDiverged(f"{head}; the last checkpoint in {run_dir}/checkpoints is intact: resume it with "
+                                   f"a lower learning rate: --resume --out {run_dir} --set {lr_key}=...")
+        raise TrainingDiverged(f"{head}, before the first checkpoint (nothing to resume): start again with a lower "
+                               f"learning rate (--set {lr_key}=...)")
 
 
 def clip_gradients(params: Iterable[nn.Parameter], max_norm: float | None) -> float | None:

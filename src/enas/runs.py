@@ -96,6 +96,12 @@ def _clean(value: Any) -> Any:
 
 
 LOCK = ".lock"
+_OPENED: list[Path] = []  # run directories opened by this process, latest last (for the interrupt message)
+
+
+def last_opened() -> Path | None:
+    """The run directory this process opened last, if any."""
+    return _OPENED[-1] if _OPENED else None
 _HELD: dict[Path, list] = {}  # run directory -> [open lock file, number of RunDir objects of this process using it]
 
 
@@ -148,12 +154,13 @@ class RunDir:
                 raise UserError(f"nothing to resume: {self.checkpoint_path} does not exist; start without --resume")
         elif self.checkpoint_path.is_file():
             raise UserError(f"{self.path} already holds a run; pass --resume to continue it or choose another --out")
-        created = not self.path.exists()
+        created = self.created = not self.path.exists()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"cannot create the run directory {self.path} ({e.strerror}); choose another --out") \
                 from None
+        _OPENED.append(self.path)
         if lock:
             try:
                 _acquire(self.path)
@@ -172,6 +179,17 @@ class RunDir:
             # left by a run stopped before its first checkpoint: nothing in it can be resumed
             self.metrics_path.unlink()
         self._tb = None
+
+    def abandon(self) -> None:
+        """Release the lock and, when this start created the directory and wrote nothing into it, remove it."""
+        self.close()
+        if getattr(self, "created", False):
+            try:
+                if self.ckpt_dir.is_dir() and not any(self.ckpt_dir.iterdir()):
+                    self.ckpt_dir.rmdir()
+            except OSError:
+                pass
+            _remove_if_empty(self.path)
 
     def close(self) -> None:
         """Release the lock (idempotent); the object can still be read from."""
@@ -261,8 +279,9 @@ class RunDir:
         try:
             return torch.load(self.checkpoint_path, map_location=map_location, weights_only=False)
         except Exception as e:
-            raise UserError(f"checkpoint {self.checkpoint_path} cannot be read ({type(e).__name__}); "
-                            "it may be truncated: restart the run without --resume") from e
+            raise UserError(f"checkpoint {self.checkpoint_path} cannot be read ({type(e).__name__}); it may be "
+                            f"truncated: delete it to start the run again in {self.path}, or use another --out") \
+                from None
 
 
 def _remove_if_empty(path: Path) -> None:
@@ -306,6 +325,8 @@ def resolve_device(name: str) -> torch.device:
         device = torch.device(name)
     except RuntimeError as e:
         raise UserError(f"unknown device {name!r}; use auto, cpu or cuda") from e
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"device {name!r} is not supported; use auto, cpu or cuda")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

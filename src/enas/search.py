@@ -31,6 +31,7 @@ from enas.optim import StatsMean, check_finite, lr_at, make_sgd, set_lr, sgd_ste
 from enas.progress import Progress
 from enas.reinforce import ReinforceTrainer
 from enas.runs import RunDir, environment_info, resolve_device, rng_state, seed_everything, set_rng_state
+from enas.validate import validate_config
 
 PHASES = ("shared", "controller", "eval")
 POLICIES = ("enas", "random")
@@ -41,7 +42,18 @@ class Search:
 
     def __init__(self, cfg: Config | None, out: str | Path, resume: bool = False, progress: bool | None = None,
                  overrides: list[tuple[str, Any]] | None = None):
+        if not resume:
+            validate_config(cfg)
         self.run_dir = RunDir(out, resume=resume)
+        try:
+            self._setup(cfg, out, resume, progress, overrides)
+        except BaseException:
+            self.run_dir.abandon()  # a failed start leaves no empty run directory behind
+            raise
+
+    def _setup(self, cfg: Config | None, out: str | Path, resume: bool, progress: bool | None,
+               overrides: list[tuple[str, Any]] | None) -> None:
+        ckpt = None
         if resume:
             ckpt = self.run_dir.load_checkpoint()
             cfg = ckpt["config"]
@@ -51,6 +63,7 @@ class Search:
                 raise ConfigError(f"{out} was searched with the {policy!r} policy and a resumed run keeps it: drop "
                                   f"--controller / search.policy or start a new run")
             changed = apply_resume_overrides(cfg, overrides or [])  # e.g. a lower learning rate after a divergence
+            validate_config(cfg)
             if changed:  # the run directory records the config the run continues with
                 self.run_dir.write_text("config.yaml", dump_yaml(cfg))
         self.cfg = cfg

@@ -34,6 +34,7 @@ from enas.runs import (
     seed_everything,
     set_rng_state,
 )
+from enas.validate import validate_config
 
 MODEL_FORMAT = "enas-model"
 
@@ -79,12 +80,23 @@ class FinalTraining:
 
     def __init__(self, cfg: Config | None, arch: Arch | None, out: str | Path, resume: bool = False,
                  progress: bool | None = None, overrides: list[tuple[str, Any]] | None = None):
+        if not resume:
+            validate_config(cfg)
         self.run_dir = RunDir(out, resume=resume)
+        try:
+            self._setup(cfg, arch, resume, progress, overrides)
+        except BaseException:
+            self.run_dir.abandon()  # a failed start leaves no empty run directory behind
+            raise
+
+    def _setup(self, cfg: Config | None, arch: Arch | None, resume: bool, progress: bool | None,
+               overrides: list[tuple[str, Any]] | None) -> None:
         ckpt = None
         if resume:
             ckpt = self.run_dir.load_checkpoint()
             cfg, arch = ckpt["config"], arch_from_json(ckpt["arch"])
             changed = apply_resume_overrides(cfg, overrides or [])
+            validate_config(cfg)
             if changed:  # the run directory records the config the run continues with
                 self.run_dir.write_text("config.yaml", dump_yaml(cfg))
         if arch.space != cfg.space:
@@ -162,7 +174,7 @@ class FinalTraining:
                 self.model.drop_path_progress = min(1.0, (epoch * per_epoch + stats_mean.count + 1) / total_steps)
             loss, stats = self.task.shared_loss(self.model, batch)
             check_finite(loss, lambda: f"in final training (epoch {epoch + 1}, step {stats_mean.count + 1})",
-                         self.run_dir.path)
+                         self.run_dir.path, lr_key="train.optim.lr")
             sgd_step(self.optimizer, self.model, loss, cfg.optim.grad_clip)
             if self.average is not None:
                 self.average.update()
