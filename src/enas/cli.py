@@ -155,6 +155,8 @@ def _default_out(command: str, space: str) -> str:
 def _load_arch_arg(args: argparse.Namespace):
     from enas.arch import load_arch, parse_fixed_arc
 
+    if args.fixed_arc and args.arch:
+        raise UserError("give an ARCH.json file or --fixed-arc, not both")
     if args.fixed_arc:
         if not args.space:
             raise UserError("--fixed-arc needs --space rnn|macro|micro")

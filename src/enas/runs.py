@@ -225,26 +225,39 @@ class RunDir:
         if not self.metrics_path.is_file():
             return
         keep = []
-        for line in self.metrics_path.read_text().splitlines():
+        for line in self._metric_lines():
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if rec.get("epoch", -1) <= after_epoch:
+            if isinstance(rec, dict) and rec.get("epoch", -1) <= after_epoch:
                 keep.append(line)
         atomic_write_text(self.metrics_path, "".join(x + "\n" for x in keep))
 
+    def _metric_lines(self) -> list[str]:
+        """The lines of metrics.jsonl; a file that is not text is a one-line error."""
+        try:
+            return self.metrics_path.read_bytes().decode("utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise UserError(f"{self.metrics_path} is not a text file (corrupted?); move it away to continue this "
+                            "run without its history") from None
+
     def read_metrics(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """The records of metrics.jsonl (of one ``kind``); unreadable lines are skipped with one warning."""
         if not self.metrics_path.is_file():
             return []
-        out = []
-        for line in self.metrics_path.read_text().splitlines():
+        out, bad = [], 0
+        for line in self._metric_lines():
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:
+                bad += 1
                 continue
-            if kind is None or rec.get("kind") == kind:
+            if isinstance(rec, dict) and (kind is None or rec.get("kind") == kind):
                 out.append(rec)
+        if bad and not getattr(self, "_warned", False):
+            self._warned = True
+            print(f"warning: skipped {bad} unreadable line(s) of {self.metrics_path}", file=sys.stderr)
         return out
 
     def _tensorboard(self, record: dict[str, Any]) -> None:

@@ -281,6 +281,13 @@ def evaluate_model(path: str | Path, dataset: str | None = None, device: str = "
     """Recompute the metrics of a saved model on ``split`` of its data (or of ``dataset``)."""
     state, cfg, arch = load_model_file(path)
     if dataset:
+        text = dataset == "ptb"
+        if (cfg.space == "rnn") != text:
+            kind = "a language model" if cfg.space == "rnn" else "an image classifier"
+            choices = "ptb (--set task.root=DIR for another corpus)" if cfg.space == "rnn" else \
+                "cifar10, fashion-mnist or FILE.npz"
+            raise UserError(f"{path} holds {kind} ({cfg.space} space) and cannot be evaluated on {dataset!r}; "
+                            f"use --data {choices}")
         cfg.dataset = dataset
         if cfg.space != "rnn":
             cfg.task.dataset = dataset
