@@ -137,3 +137,19 @@ def test_resume_applies_what_may_change_and_refuses_the_rest(corpus_dir, tmp_pat
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["search"]["epochs"] == 2 and saved["controller"]["lr"] == 0.001
     assert saved["model"]["hidden"] == 16
+
+
+def test_ctrl_c_in_the_first_epoch_says_nothing_can_be_resumed(corpus_dir, tmp_path, capsys, monkeypatch):
+    from enas.search import Search
+
+    def interrupted(self, epoch):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Search, "train_shared", interrupted)
+    out = tmp_path / "run"
+    code = main(["search", "--space", "rnn", "--out", str(out), "--no-progress", "--preset", "demo", "--device", "cpu",
+                 "--set", f"task.root={corpus_dir}", "--set", "task.max_tokens=null", "--set", "model.hidden=16"])
+    err = capsys.readouterr().err.strip()
+    assert code == 130 and err.count("\n") == 0
+    assert "before the first checkpoint" in err and "--resume" not in err
+    assert main(["search", "--space", "rnn", "--out", str(out), "--print-config"]) == 0  # the same --out works again

@@ -28,6 +28,6 @@ def test_decay_and_constant():
 
 
 def test_nan_loss_raises_user_error():
-    with pytest.raises(TrainingDiverged, match="lower the learning rate"):
+    with pytest.raises(TrainingDiverged, match="start again with a lower learning rate"):
         check_finite(torch.tensor(float("nan")), "at step 3")
     check_finite(torch.tensor(1.0), "fine")
