@@ -123,3 +123,67 @@ def test_output_paths_that_cannot_be_run_directories(tmp_path):
         RunDir(a_file)
     with pytest.raises(UserError, match="cannot create the run directory"):
         RunDir(a_file / "under")
+
+
+def _stopped_search(corpus_dir, out, interrupted_after_checkpoint):
+    from enas.search import Search
+    from tests.conftest import tiny_rnn_config
+
+    with interrupted_after_checkpoint():
+        Search(tiny_rnn_config(corpus_dir), out, progress=False).run()
+    return out / "checkpoints" / "last.pt"
+
+
+def _final_lines(run_dir):
+    keep = [r for r in RunDir(run_dir, resume=True, lock=False).read_metrics() if r["kind"] in ("epoch", "arch")]
+    return [{k: v for k, v in r.items() if not k.startswith("seconds")} for r in keep]
+
+
+def test_checkpoints_store_the_config_as_a_plain_dict(corpus_dir, tmp_path, interrupted_after_checkpoint):
+    path = _stopped_search(corpus_dir, tmp_path / "run", interrupted_after_checkpoint)
+    raw = torch.load(path, weights_only=False)
+    assert raw["command"] == "search" and isinstance(raw["config"], dict)
+    assert raw["config"]["search"]["optim"]["lr"] == 1.0 and raw["config"]["model"]["hidden"] == 16
+    cfg = RunDir(tmp_path / "run", resume=True, lock=False).load_checkpoint()["config"]
+    assert cfg.model.hidden == 16 and cfg.task.bptt == 8 and isinstance(cfg.model.activations, tuple)
+
+
+def test_a_checkpoint_of_the_first_layout_resumes_to_the_same_run(corpus_dir, tmp_path, capsys,
+                                                                   interrupted_after_checkpoint):
+    """The first layout pickled the Config dataclass; a field renamed or removed since then must not break resume."""
+    from enas.search import Search
+    from tests.conftest import tiny_rnn_config
+
+    Search(tiny_rnn_config(corpus_dir), tmp_path / "full", progress=False).run()
+    path = _stopped_search(corpus_dir, tmp_path / "old", interrupted_after_checkpoint)
+    ckpt = torch.load(path, weights_only=False)
+    cfg = tiny_rnn_config(corpus_dir)  # what the first layout pickled: the Config object itself, no "command"
+    vars(cfg.search)["retired_option"] = 3  # a field this version no longer has
+    ckpt["config"] = cfg
+    del ckpt["command"]
+    torch.save(ckpt, path)
+
+    Search(None, tmp_path / "old", resume=True, progress=False).run()
+    assert "search.retired_option" in capsys.readouterr().err
+    assert _final_lines(tmp_path / "old") == _final_lines(tmp_path / "full")
+
+
+def test_a_renamed_config_key_is_migrated_on_load(corpus_dir, tmp_path, monkeypatch, interrupted_after_checkpoint):
+    import enas.config
+
+    path = _stopped_search(corpus_dir, tmp_path / "run", interrupted_after_checkpoint)
+    ckpt = torch.load(path, weights_only=False)
+    ckpt["config"]["search"]["samples_logged"] = ckpt["config"]["search"].pop("log_archs")  # its old name
+    ckpt["config"]["search"]["samples_logged"] = 1
+    del ckpt["config"]["controller"]["entropy_weight"]  # a key added later: the preset's value
+    torch.save(ckpt, path)
+    monkeypatch.setitem(enas.config.RENAMED, "search.samples_logged", "search.log_archs")
+    cfg = RunDir(tmp_path / "run", resume=True, lock=False).load_checkpoint()["config"]
+    assert cfg.search.log_archs == 1 and cfg.controller.entropy_weight == 1e-4
+
+
+def test_a_checkpoint_that_is_not_a_dict_is_one_user_error(tmp_path):
+    run = RunDir(tmp_path / "r")
+    run.save_checkpoint([1, 2, 3])
+    with pytest.raises(UserError, match="not a checkpoint written by enas"):
+        run.load_checkpoint()

@@ -89,7 +89,8 @@ class Config:
 
 def _to_plain(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        # vars(), not fields(): a dataclass unpickled from an older version keeps the attributes it was saved with
+        return {k: _to_plain(v) for k, v in vars(obj).items() if not k.startswith("_")}
     if isinstance(obj, (list, tuple)):
         return [_to_plain(v) for v in obj]
     if isinstance(obj, dict):
@@ -203,6 +204,34 @@ def apply_dict(cfg: Any, values: dict[str, Any], prefix: str = "") -> None:
             if not dataclasses.is_dataclass(cfg) or k not in {f.name for f in dataclasses.fields(cfg)}:
                 raise ConfigError(f"unknown config key {prefix}{k!r}; see --print-config for the keys")
             setattr(cfg, k, _coerce(v, _field_type(cfg, k), prefix + k))
+
+
+# Config keys renamed since the first release: old dotted key -> new dotted key. Configs read back from older
+# checkpoints, model files and seed templates go through `migrate_dict`, so a rename never breaks a resume.
+RENAMED: dict[str, str] = {}
+
+
+def migrate_dict(values: dict[str, Any], template: Any) -> tuple[dict[str, Any], list[str]]:
+    """Map a stored nested config dict onto the keys of ``template`` (a Config of this version).
+
+    Renamed keys (`RENAMED`) move to their new names; keys this version no longer has are dropped and returned, so
+    the caller can say so. Returns (dict ready for `apply_dict`, dropped dotted keys).
+    """
+    known = flatten(template)
+    flat = dict(flatten_dict(values))
+    for old, new in RENAMED.items():
+        if old in flat and new not in flat:
+            flat[new] = flat.pop(old)
+    dropped = sorted(k for k in flat if k not in known)
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        if key in known:
+            node = nested
+            *parents, leaf = key.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+    return nested, dropped
 
 
 # Keys a resumed run may change (they are applied); every other key is fixed by the run's checkpoint, since the

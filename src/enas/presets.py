@@ -8,7 +8,9 @@ below are already converted (spec 8.6 item 2).
 
 from __future__ import annotations
 
-from enas.config import Config, OptimConfig, SearchConfig, TrainConfig
+from typing import Any
+
+from enas.config import Config, OptimConfig, SearchConfig, TrainConfig, apply_dict, migrate_dict
 from enas.controller import ControllerConfig
 from enas.errors import ConfigError
 
@@ -45,6 +47,21 @@ def make_config(space: str, preset: str = "paper", command: str = "search", data
     if space != "rnn":
         cfg.task.dataset = dataset
     return cfg
+
+
+def config_from_dict(raw: dict[str, Any], command: str) -> tuple[Config, list[str]]:
+    """Rebuild a stored config (a plain dict, e.g. from a checkpoint) through its preset, then its stored values.
+
+    Stored values win over the preset; keys renamed since the dict was written are migrated and keys this version
+    no longer has are dropped (returned as the second element, so the caller can say which).
+    """
+    if not isinstance(raw, dict) or not isinstance(raw.get("space"), str):
+        raise ConfigError("the stored config is not a config written by enas (no space)")
+    preset = raw.get("preset") if raw.get("preset") in PRESETS else "paper"
+    cfg = make_config(raw["space"], preset, command, raw.get("dataset") or None)
+    values, dropped = migrate_dict(raw, cfg)
+    apply_dict(cfg, values)
+    return cfg, dropped
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -289,12 +289,45 @@ class RunDir:
         atomic_write_bytes(self.checkpoint_path, lambda f: torch.save(state, f))
 
     def load_checkpoint(self, map_location: Any = "cpu") -> dict[str, Any]:
+        """The last checkpoint, its ``config`` rebuilt as a `Config` of this version (see `checkpoint_config`)."""
         try:
-            return torch.load(self.checkpoint_path, map_location=map_location, weights_only=False)
+            ckpt = torch.load(self.checkpoint_path, map_location=map_location, weights_only=False)
         except Exception as e:
             raise UserError(f"checkpoint {self.checkpoint_path} cannot be read ({type(e).__name__}); it may be "
                             f"truncated: delete it to start the run again in {self.path}, or use another --out") \
                 from None
+        if not isinstance(ckpt, dict) or "epoch" not in ckpt:
+            raise UserError(f"{self.checkpoint_path} is not a checkpoint written by enas; delete it to start the run "
+                            f"again in {self.path}, or use another --out")
+        if "config" in ckpt:
+            ckpt["config"] = checkpoint_config(ckpt, str(self.checkpoint_path))
+        return ckpt
+
+
+def checkpoint_config(ckpt: dict[str, Any], where: str = "the checkpoint") -> Any:
+    """The config of a checkpoint, rebuilt through its preset from the plain dict that it stores.
+
+    Checkpoints store ``cfg.to_dict()`` and the command (``search`` or ``train``). Checkpoints of the first layout
+    pickled the Config dataclass itself; both are rebuilt the same way, so a config field renamed or removed since
+    the run started never breaks its resume (a dropped key is named in a warning).
+    """
+    from enas.config import _to_plain
+    from enas.errors import ConfigError
+    from enas.presets import config_from_dict
+
+    raw = ckpt["config"]
+    if not isinstance(raw, dict):  # first layout: a pickled Config
+        raw = _to_plain(raw)
+    command = ckpt.get("command") or ("search" if "supernet" in ckpt else "train")
+    try:
+        cfg, dropped = config_from_dict(raw, command)
+    except ConfigError as e:
+        raise UserError(f"the config stored in {where} cannot be read by this version ({e}); resume it with the "
+                        f"version that started it, or start a new run") from None
+    if dropped:
+        print(f"warning: {where} sets config keys this version no longer has, ignored: {', '.join(dropped)}",
+              file=sys.stderr)
+    return cfg
 
 
 def _remove_if_empty(path: Path) -> None:

@@ -92,7 +92,7 @@ class Search:
     # --- checkpoints -------------------------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
         return {
-            "config": self.cfg,
+            "config": self.cfg.to_dict(), "command": "search",
             "epoch": self.epoch,
             "supernet": self.supernet.state_dict(),
             "controller": self.controller.state_dict(),

@@ -11,6 +11,7 @@ averaged weights.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,10 @@ from torch import nn
 
 from enas.arch import Arch, arch_from_json
 from enas.build import build_space, build_task, fit_model_to_arch
-from enas.config import Config, apply_dict, apply_resume_overrides, dump_yaml, set_key
-from enas.errors import UserError
+from enas.config import Config, apply_resume_overrides, dump_yaml, set_key
+from enas.errors import ConfigError, UserError
 from enas.optim import StatsMean, check_finite, lr_at, make_sgd, set_lr, sgd_step
-from enas.presets import make_config
+from enas.presets import config_from_dict
 from enas.progress import Progress
 from enas.runs import (
     RunDir,
@@ -129,7 +130,8 @@ class FinalTraining:
 
     def _state(self) -> dict[str, Any]:
         return {
-            "config": self.cfg, "arch": self.arch.to_json(), "epoch": self.epoch,
+            "config": self.cfg.to_dict(), "command": "train", "arch": self.arch.to_json(),
+            "epoch": self.epoch,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "average": self.average.state_dict() if self.average else None,
             "valid_history": list(self.valid_history),
@@ -270,9 +272,13 @@ def load_model_file(path: str | Path) -> tuple[dict[str, Any], Config, Arch]:
         raise UserError(f"{path} cannot be read as a model file ({type(e).__name__})") from e
     if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
         raise UserError(f"{path} is not a model file written by `enas train`")
-    raw = state["config"]
-    cfg = make_config(raw["space"], raw.get("preset", "paper"), "train", raw["dataset"])
-    apply_dict(cfg, raw)
+    try:
+        cfg, dropped = config_from_dict(state["config"], "train")
+    except ConfigError as e:
+        raise UserError(f"the config stored in {path} cannot be read by this version ({e})") from None
+    if dropped:
+        print(f"warning: {path} sets config keys this version no longer has, ignored: {', '.join(dropped)}",
+              file=sys.stderr)
     return state, cfg, arch_from_json(state["arch"])
 
 
