@@ -1,5 +1,6 @@
 import json
 import random
+import time
 
 import numpy as np
 import pytest
@@ -70,8 +71,6 @@ def _hold_lock_in_child(path, ready):
 
 
 def _wait_for(path, timeout=60.0):
-    import time
-
     end = time.monotonic() + timeout
     while not path.exists():
         assert time.monotonic() < end, "the child never took the lock"
@@ -187,3 +186,66 @@ def test_a_checkpoint_that_is_not_a_dict_is_one_user_error(tmp_path):
     run.save_checkpoint([1, 2, 3])
     with pytest.raises(UserError, match="not a checkpoint written by enas"):
         run.load_checkpoint()
+
+
+_KILLED_WHILE_SAVING = """
+import sys, time
+import torch
+from enas.runs import RunDir
+from enas.search import Search
+from tests.conftest import tiny_rnn_config
+
+corpus, out, ready = sys.argv[1:4]
+original, calls = RunDir.save_checkpoint, []
+
+def save(self, state):
+    calls.append(1)
+    if len(calls) == 1:
+        return original(self, state)
+    def partial(f):  # the second checkpoint: half written, then the process hangs until it is killed
+        f.write(b"half a checkpoint")
+        f.flush()
+        open(ready, "w").close()
+        time.sleep(600)
+    from enas.runs import atomic_write_bytes
+    atomic_write_bytes(self.checkpoint_path, partial)
+
+RunDir.save_checkpoint = save
+cfg = tiny_rnn_config(__import__("pathlib").Path(corpus))
+Search(cfg, out, progress=False).run()
+"""
+
+
+def test_sigkill_during_a_checkpoint_write_loses_nothing(corpus_dir, tmp_path):
+    """A process killed while writing a checkpoint leaves the previous one intact; the next start removes the
+    half-written temp file and the resumed run ends as an uninterrupted one."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from enas.search import Search
+    from tests.conftest import tiny_rnn_config
+
+    out, ready = tmp_path / "killed", tmp_path / "ready"
+    root = Path(__file__).resolve().parents[1]
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_WHILE_SAVING, str(corpus_dir), str(out), str(ready)],
+                             cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        end = time.monotonic() + 120
+        while not ready.exists():
+            assert child.poll() is None, child.stderr.read().decode()[-2000:]
+            assert time.monotonic() < end, "the child never reached its second checkpoint"
+            time.sleep(0.05)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    ckpt_dir = out / "checkpoints"
+    leftovers = list(ckpt_dir.glob(".last.pt*.tmp"))
+    assert len(leftovers) == 1 and leftovers[0].read_bytes() == b"half a checkpoint"
+    assert torch.load(ckpt_dir / "last.pt", weights_only=False)["epoch"] == 1  # the previous one, intact
+
+    Search(None, out, resume=True, progress=False).run()
+    assert not list(ckpt_dir.glob(".last.pt*.tmp"))
+    Search(tiny_rnn_config(corpus_dir), tmp_path / "full", progress=False).run()
+    assert _final_lines(out) == _final_lines(tmp_path / "full")
