@@ -118,6 +118,10 @@ CASES = [
     ("search-nan-entropy", "search --space rnn --set controller.entropy_weight=nan", "entropy_weight"),
     ("search-zero-batch", "search --space micro --set task.batch_size=0", "batch_size"),
     ("search-negative-seed", "search --space rnn --seed -1", "seed"),
+    ("search-model-too-large", "search --space rnn --data ptb --set task.root={corpus} --out {root}/big "
+     "--set model.hidden=200000", "model.hidden=200000"),
+    ("train-model-too-large", "train --space micro --data {npz} --preset demo --out {root}/big-train "
+     "--fixed-arc '" + " ".join(["0 0 0 0"] * 10) + "' --set model.channels=100000", "model.channels=100000"),
     ("search-huge-seed", "search --space rnn --seed 4294967296", "seed"),
     ("search-bad-seeds", "search --space rnn --seeds a,b", "--seeds"),
     ("search-duplicate-seeds", "search --space rnn --seeds 1,1", "twice"),

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from enas.arch import Arch, save_arch
-from enas.build import build_space, build_task
+from enas.build import build_space, build_task, explain_out_of_memory
 from enas.config import Config, apply_resume_overrides, dump_yaml
 from enas.controller import Controller, UniformSampler
 from enas.diagnostics import ArchCounter, CollapseMonitor, reward_trend
@@ -73,7 +73,8 @@ class Search:
         seed_everything(cfg.seed)
         self.task = build_task(cfg, self.device)
         self.space = build_space(cfg)
-        self.supernet = self.space.build_supernet(self.task.info).to(self.device)
+        with explain_out_of_memory(cfg, f"the {cfg.space} supernet"):
+            self.supernet = self.space.build_supernet(self.task.info).to(self.device)
         # The controller is tiny and sequential: it stays on the CPU, where sampling needs no device syncs.
         self.controller = Controller(self.space, cfg.controller)
         self.trainer = ReinforceTrainer(self.controller, cfg.controller)
@@ -183,6 +184,10 @@ class Search:
         return {f"valid_{k}": v for k, v in metrics.items()}
 
     def run(self) -> dict[str, Any]:
+        with explain_out_of_memory(self.cfg, f"the {self.cfg.space} supernet"):
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         cfg = self.cfg.search
         monitor = CollapseMonitor.from_records(self.run_dir.read_metrics(), cfg.epochs)  # early-collapse warnings
         while self.epoch < cfg.epochs:

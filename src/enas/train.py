@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from enas.arch import Arch, arch_from_json
-from enas.build import build_space, build_task, fit_model_to_arch
+from enas.build import build_space, build_task, explain_out_of_memory, fit_model_to_arch
 from enas.config import Config, apply_resume_overrides, dump_yaml, set_key
 from enas.errors import ConfigError, UserError
 from enas.optim import StatsMean, check_finite, lr_at, make_sgd, set_lr, sgd_step
@@ -109,7 +109,8 @@ class FinalTraining:
         seed_everything(cfg.seed)
         self.task = build_task(cfg, self.device)
         self.space = build_space(cfg)
-        self.model = self.space.build_child(arch, self.task.info, final=True).to(self.device)
+        with explain_out_of_memory(cfg, f"the {cfg.space} child network"):
+            self.model = self.space.build_child(arch, self.task.info, final=True).to(self.device)
         self.optimizer = make_sgd(self.model.parameters(), cfg.train.optim)
         self.average: WeightAverage | None = None
         self.valid_history: list[float] = []  # validation losses until averaging starts, oldest first
@@ -186,6 +187,10 @@ class FinalTraining:
         return {"lr": lr, **stats_mean.means("train_")}
 
     def run(self) -> dict[str, Any]:
+        with explain_out_of_memory(self.cfg, f"the {self.cfg.space} child network"):
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         cfg = self.cfg.train
         while self.epoch < cfg.epochs:
             e = self.epoch
