@@ -85,7 +85,7 @@ def _checksums(*dirs: Path) -> dict[str, str]:
 CASES = [
     # --- search: flags and values ---
     ("search-no-space", "search", "--space is required"),
-    ("search-bad-space", "search --space cnn", "invalid choice"),
+    ("search-bad-space", "search --space cnn", "unknown space 'cnn'"),
     ("search-missing-npz", "search --space micro --data {root}/missing.npz", "does not exist"),
     ("search-bad-npz", "search --space micro --data {bad_npz} --preset demo", "not a readable .npz"),
     ("search-float-npz", "search --space micro --data {float_npz} --preset demo", "uint8"),

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import torch
 
+from enas import registry
 from enas.config import Config
 from enas.errors import UserError
 from enas.spaces.base import Space
@@ -15,24 +16,13 @@ from enas.tasks.base import Task
 
 
 def build_space(cfg: Config) -> Space:
-    if cfg.space == "rnn":
-        from enas.spaces.rnn import RnnSpace
-
-        return RnnSpace(cfg.model)
-    if cfg.space == "macro":
-        from enas.spaces.macro import MacroSpace
-
-        return MacroSpace(cfg.model)
-    if cfg.space == "micro":
-        from enas.spaces.micro import MicroSpace
-
-        return MicroSpace(cfg.model)
-    raise ValueError(f"unknown space {cfg.space!r}")
+    """The `Space` of ``cfg.space`` (any registered space; `enas.registry`) over ``cfg.model``."""
+    return registry.get(cfg.space, cfg.space_source).build(cfg.model)
 
 
 def build_task(cfg: Config, device: torch.device, seed: int | None = None) -> Task:
     seed = cfg.seed if seed is None else seed
-    if cfg.space == "rnn":
+    if registry.get(cfg.space, cfg.space_source).task == "text":
         from enas.tasks.text import LanguageModelTask
 
         return LanguageModelTask(cfg.task, device=device, seed=seed)
@@ -43,20 +33,10 @@ def build_task(cfg: Config, device: torch.device, seed: int | None = None) -> Ta
 
 
 def fit_model_to_arch(cfg: Config, arch) -> None:
-    """Set the size fields an arch determines (number of recurrent nodes or macro layers) on ``cfg.model``."""
-    body = arch.to_dict()
-    if cfg.space == "rnn" and "nodes" in body:
-        cfg.model.num_nodes = len(body["nodes"])
-        cfg.model.variant = "corrected" if body.get("output") == "mean" else "paper"
-    elif cfg.space == "macro" and "layers" in body:
-        cfg.model.num_layers = len(body["layers"])
-    elif cfg.space == "micro" and "normal" in body:
-        cfg.model.num_nodes = len(body["normal"])
-
-
-# The settings that decide a model's memory, per space (the batch size is added for all).
-SIZE_KEYS = {"rnn": ("hidden", "num_nodes"), "macro": ("channels", "num_layers"),
-             "micro": ("channels", "num_layers", "num_nodes")}
+    """Set the size fields an arch determines (e.g. number of recurrent nodes or macro layers) on ``cfg.model``."""
+    fit = registry.get(cfg.space, cfg.space_source).load("fit_config")
+    if fit is not None:
+        fit(cfg.model, arch)
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -76,7 +56,8 @@ def explain_out_of_memory(cfg: Config, what: str) -> Iterator[None]:
     except (MemoryError, RuntimeError) as e:
         if not is_out_of_memory(e):
             raise
-        sizes = [f"model.{k}={getattr(cfg.model, k)}" for k in SIZE_KEYS.get(cfg.space, ()) if hasattr(cfg.model, k)]
+        keys = registry.get(cfg.space, cfg.space_source).size_keys  # the settings that decide the model's memory
+        sizes = [f"model.{k}={getattr(cfg.model, k)}" for k in keys if hasattr(cfg.model, k)]
         sizes.append(f"task.batch_size={getattr(cfg.task, 'batch_size', '?')}")
         where = "the GPU" if "cuda" in str(e).lower() else "memory"
         raise UserError(f"{what} does not fit in {where} with {', '.join(sizes)}: lower one of them "

@@ -1,4 +1,4 @@
-"""The `enas` command: search | derive | train | eval | show | bench | data.
+"""The `enas` command: search | derive | train | eval | export | show | bench | data | rank.
 
 Exit status: 0 success, 2 user error (one line on stderr, no traceback), 1 internal error, 130 interrupted.
 """
@@ -13,9 +13,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+from enas import registry
 from enas.errors import UserError
+from enas.registry import text_space
 
-SPACES = ("rnn", "macro", "micro")
+PAPER_SPACES = ("rnn", "macro", "micro")  # the spaces `enas bench` measures
+
+
+def _space_arg(value: str) -> str:
+    """--space: a registered name, or package.module:NAME / path/file.py:NAME of a SpaceEntry (loaded here)."""
+    try:
+        return registry.get(value).name
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+_SPACE_HELP = "search space: rnn, macro, micro, a registered name, or package.module:NAME (docs/spaces.md)"
 DEFAULT_INFO = {  # data shapes assumed by `enas show` when no --data is given
     "ptb": {"vocab_size": 10000},
     "cifar10": {"in_channels": 3, "image_size": 32, "num_classes": 10},
@@ -46,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("search", help="search an architecture with the ENAS controller")
-    p.add_argument("--space", choices=SPACES, help="search space")
+    p.add_argument("--space", type=_space_arg, metavar="SPACE", help=_SPACE_HELP)
     p.add_argument("--data", help="ptb | cifar10 | fashion-mnist | FILE.npz (default: ptb for rnn, cifar10 otherwise)")
     p.add_argument("--out", help="run directory (default runs/search-SPACE-TIME)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -65,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one architecture from scratch and test it")
     p.add_argument("arch", nargs="?", help="ARCH.json (or use --fixed-arc with --space)")
     p.add_argument("--fixed-arc", help="the authors' integer notation instead of an arch file")
-    p.add_argument("--space", choices=SPACES, help="space of --fixed-arc")
+    p.add_argument("--space", type=_space_arg, metavar="SPACE", help="space of --fixed-arc; " + _SPACE_HELP)
     p.add_argument("--data", help="dataset (as for search)")
     p.add_argument("--out", help="run directory (default runs/train-SPACE-TIME)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -84,10 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (e.g. task.root=DIR)")
 
+    from enas.export import add_parser as add_export_parser
+
+    add_export_parser(sub)
+
     p = sub.add_parser("show", help="print and draw an architecture with the parameter count of its final model")
     p.add_argument("arch", nargs="?", help="ARCH.json")
     p.add_argument("--fixed-arc", help="the authors' integer notation instead of a file")
-    p.add_argument("--space", choices=SPACES, help="space of --fixed-arc")
+    p.add_argument("--space", type=_space_arg, metavar="SPACE", help="space of --fixed-arc; " + _SPACE_HELP)
     p.add_argument("--data", help="dataset whose shapes the parameter count assumes")
     p.add_argument("-o", "--output", help="write a picture (PNG)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
@@ -95,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
 
     p = sub.add_parser("bench", help="throughput ratios of supernets against plain baselines and their children")
-    p.add_argument("--space", choices=SPACES, action="append", help="space(s) to benchmark (default: all)")
+    p.add_argument("--space", choices=PAPER_SPACES, action="append", help="space(s) to benchmark (default: all)")
     p.add_argument("--device", default="auto")
     p.add_argument("--size", choices=("target", "small"), default="target",
                    help="target: the sizes of the performance targets; small: a seconds-long smoke run")
@@ -159,7 +176,7 @@ def _load_arch_arg(args: argparse.Namespace):
         raise UserError("give an ARCH.json file or --fixed-arc, not both")
     if args.fixed_arc:
         if not args.space:
-            raise UserError("--fixed-arc needs --space rnn|macro|micro")
+            raise UserError("--fixed-arc needs --space SPACE (rnn, macro, micro or another registered space)")
         return parse_fixed_arc(args.fixed_arc, args.space)
     if not args.arch:
         raise UserError("give an ARCH.json file or --fixed-arc \"INTS\" --space S")
@@ -348,8 +365,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UserError(f"the architecture belongs to the {arch.space} space, not {args.space}")
         cfg = resolve_config(arch.space, args.data, args, "train")
         if args.cutout is not None:
-            if arch.space == "rnn":
-                raise UserError("--cutout applies to image classifiers (macro, micro), not to the rnn space")
+            if text_space(arch.space):
+                raise UserError(f"--cutout applies to image classifiers, not to the {arch.space} space (text)")
             cfg.task.cutout = args.cutout
         if args.print_config:
             from enas.build import fit_model_to_arch
@@ -424,11 +441,12 @@ def show_info(arch, args: argparse.Namespace) -> dict[str, Any]:
     params = sum(p.numel() for p in model.parameters())
     out: dict[str, Any] = {"space": arch.space, "arch": arch.to_json(), "fixed_arc": arch.to_fixed_arc(),
                            "params": params, "preset": args.preset, "dataset": dataset}
-    if arch.space == "rnn":
-        out["hidden"] = cfg.model.hidden
+    out["sizes"] = {k: getattr(cfg.model, k) for k in registry.get(arch.space).size_keys if hasattr(cfg.model, k)}
+    if text_space(arch.space):
+        out["hidden"] = getattr(cfg.model, "hidden", None)
         out["vocab_size"] = info.vocab_size
     else:
-        out["channels"], out["layers"] = cfg.model.channels, cfg.model.num_layers
+        out["channels"], out["layers"] = getattr(cfg.model, "channels", None), getattr(cfg.model, "num_layers", None)
     return out
 
 
@@ -445,10 +463,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(json.dumps(info))
         return 0
     print(arch.describe())
-    if arch.space == "rnn":
-        sizes = f"hidden {info['hidden']}"
-    else:
-        sizes = f"{info['channels']} channels, {info['layers']} layers"
+    sizes = ", ".join(f"{k} {v}" for k, v in info["sizes"].items()) or "default sizes"
     print(f"fixed_arc: {info['fixed_arc']}")
     print(f"final model ({args.preset} preset, {sizes}, {info['dataset']}): {info['params']:,} parameters")
     if picture:
@@ -459,7 +474,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from enas.bench import run_benchmarks
 
-    results = run_benchmarks(args.space or list(SPACES), device=args.device, size=args.size)
+    results = run_benchmarks(args.space or list(PAPER_SPACES), device=args.device, size=args.size)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(results, indent=2) + "\n")
     return 0
@@ -497,8 +512,14 @@ def cmd_rank(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"search": cmd_search, "derive": cmd_derive, "train": cmd_train, "eval": cmd_eval, "show": cmd_show,
-            "bench": cmd_bench, "data": cmd_data}
+def cmd_export(args: argparse.Namespace) -> int:
+    from enas.export import cmd_export as run
+
+    return run(args)
+
+
+COMMANDS = {"search": cmd_search, "derive": cmd_derive, "train": cmd_train, "eval": cmd_eval, "export": cmd_export,
+            "show": cmd_show, "bench": cmd_bench, "data": cmd_data}
 COMMANDS["rank"] = cmd_rank
 
 

@@ -73,6 +73,7 @@ class TrainConfig:
 @dataclass
 class Config:
     space: str = "rnn"
+    space_source: str = ""  # where a space that is not built in was loaded from (package.module:NAME; enas.registry)
     dataset: str = "ptb"
     preset: str = "paper"
     seed: int = 0
@@ -240,7 +241,7 @@ RESUMABLE = (
     "device", "search.epochs", "search.shared_steps", "search.controller_every", "search.eval_every",
     "search.log_archs", "search.derive_samples", "search.derive_greedy", "search.derive_uniform", "search.optim.",
     "train.epochs", "train.eval_every", "train.checkpoint_every", "train.optim.",
-    "controller.lr", "controller.entropy_weight", "controller.train_steps",
+    "controller.lr", "controller.entropy_weight", "controller.train_steps", "model.cell",
 )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from enas import registry
 from enas.config import Config, OptimConfig, SearchConfig, TrainConfig, apply_dict, migrate_dict
 from enas.controller import ControllerConfig
 from enas.errors import ConfigError
@@ -20,31 +21,38 @@ IMAGE_DATASETS = ("cifar10", "fashion-mnist")
 
 
 def default_dataset(space: str) -> str:
-    return "ptb" if space == "rnn" else "cifar10"
+    return registry.get(space).default_dataset
 
 
 def check_space_data(space: str, dataset: str) -> None:
-    if space not in ("rnn", "macro", "micro"):
-        raise ConfigError(f"unknown space {space!r}; choose rnn, macro or micro")
+    entry = registry.get(space)
     text = dataset == "ptb"
-    if space == "rnn" and not text:
-        raise ConfigError(f"the rnn space searches language models; use --data ptb (got {dataset!r})")
-    if space != "rnn" and text:
+    if entry.task == "text" and not text:
+        raise ConfigError(f"the {space} space searches language models; use --data ptb (got {dataset!r})")
+    if entry.task == "images" and text:
         raise ConfigError(f"the {space} space searches image classifiers; use --data cifar10, fashion-mnist or X.npz")
     if not text and dataset not in IMAGE_DATASETS and not dataset.endswith(".npz"):
         raise ConfigError(f"unknown dataset {dataset!r}; choose ptb, cifar10, fashion-mnist or a FILE.npz")
 
 
 def make_config(space: str, preset: str = "paper", command: str = "search", dataset: str | None = None) -> Config:
-    """The preset configuration of ``command`` ("search" or "train") for ``space`` and ``dataset``."""
-    dataset = dataset or default_dataset(space)
-    check_space_data(space, dataset)
+    """The preset configuration of ``command`` ("search" or "train") for ``space`` and ``dataset``.
+
+    ``space`` is a registered name or a ``package.module:NAME`` reference (`enas.registry`); the entry's
+    ``presets(preset, command)`` builds the sections, this function fills in the space, data and preset.
+    """
+    entry = registry.get(space)
+    dataset = dataset or entry.default_dataset
+    check_space_data(entry.name, dataset)
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    builder = {"rnn": _rnn, "macro": _macro, "micro": _micro}[space]
-    cfg = builder(preset, command)
-    cfg.space, cfg.dataset, cfg.preset = space, dataset, preset
-    if space != "rnn":
+    if command not in ("search", "train"):
+        raise ConfigError(f"unknown command {command!r}; presets exist for search and train")
+    cfg = entry.load("presets")(preset, command)
+    if not isinstance(cfg, Config) or cfg.model is None or cfg.task is None:
+        raise ConfigError(f"the presets of space {entry.name!r} must return an enas Config with model and task")
+    cfg.space, cfg.space_source, cfg.dataset, cfg.preset = entry.name, entry.source, dataset, preset
+    if entry.task == "images":
         cfg.task.dataset = dataset
     return cfg
 
@@ -58,6 +66,7 @@ def config_from_dict(raw: dict[str, Any], command: str) -> tuple[Config, list[st
     if not isinstance(raw, dict) or not isinstance(raw.get("space"), str):
         raise ConfigError("the stored config is not a config written by enas (no space)")
     preset = raw.get("preset") if raw.get("preset") in PRESETS else "paper"
+    registry.get(raw["space"], raw.get("space_source") or "")  # a user space is imported from where it was found
     cfg = make_config(raw["space"], preset, command, raw.get("dataset") or None)
     values, dropped = migrate_dict(raw, cfg)
     apply_dict(cfg, values)
@@ -67,7 +76,7 @@ def config_from_dict(raw: dict[str, Any], command: str) -> tuple[Config, list[st
 # ------------------------------------------------------------------------------------------------------------------
 # Recurrent cell on Penn Treebank (spec 2.1, 3.2, 4.1, 6.1)
 # ------------------------------------------------------------------------------------------------------------------
-def _rnn(preset: str, command: str) -> Config:
+def rnn_presets(preset: str, command: str) -> Config:
     from enas.spaces.rnn import RnnSpaceConfig
     from enas.tasks.text import TextTaskConfig
 
@@ -141,7 +150,7 @@ def _rnn(preset: str, command: str) -> Config:
 # ------------------------------------------------------------------------------------------------------------------
 # Macro CNN (spec 2.2, 3.3, 4.2, 6.2): the authors' scripts, since the paper's CIFAR training paragraph is unconfirmed
 # ------------------------------------------------------------------------------------------------------------------
-def _macro(preset: str, command: str) -> Config:
+def macro_presets(preset: str, command: str) -> Config:
     from enas.spaces.macro import MacroSpaceConfig
     from enas.tasks.images import ImageTaskConfig
 
@@ -163,7 +172,7 @@ def _macro(preset: str, command: str) -> Config:
 # ------------------------------------------------------------------------------------------------------------------
 # Micro CNN (spec 2.3, 3.4, 4.2, 6.2)
 # ------------------------------------------------------------------------------------------------------------------
-def _micro(preset: str, command: str) -> Config:
+def micro_presets(preset: str, command: str) -> Config:
     from enas.spaces.micro import MicroSpaceConfig
     from enas.tasks.images import ImageTaskConfig
 

@@ -31,6 +31,7 @@ import torch
 
 from enas.arch import Arch, arch_from_json, load_arch
 from enas.errors import ArchError, TrainingDiverged, UserError
+from enas.registry import text_space
 from enas.runs import CHECKPOINT, atomic_write_text, seed_everything
 from enas.stats import average_ranks, kendall_tau, spearman_rho
 
@@ -68,7 +69,7 @@ def rank_run(run_dir: str | Path, archs: int, train_epochs: int, uniform: bool =
         raise UserError(f"{run} is not a search run (its checkpoint has no {e.args[0]!r}); pass a directory "
                         "written by `enas search`") from e
     cfg = search.cfg
-    if cfg.space != "rnn" and getattr(cfg.task, "valid_size", 0) <= 0:
+    if not text_space(cfg.space) and getattr(cfg.task, "valid_size", 0) <= 0:
         raise UserError(f"{run} has no validation split (task.valid_size is 0); rank needs one to score archs")
     seed = cfg.seed if seed is None else seed
     uniform = uniform or getattr(cfg.search, "policy", "enas") == "random"
@@ -172,13 +173,13 @@ def rank_run(run_dir: str | Path, archs: int, train_epochs: int, uniform: bool =
 
 # ------------------------------------------------------------------------------------------------------- helpers
 def _score_name(cfg: Any) -> str:
-    if cfg.space == "rnn":
+    if text_space(cfg.space):
         return f"valid reward_c / ppl with reward_c = {cfg.task.reward_c:g} (higher is better)"
     return "valid accuracy (higher is better)"
 
 
 def _score_label(cfg: Any) -> str:
-    return f"{cfg.task.reward_c:g} / validation perplexity" if cfg.space == "rnn" else "validation accuracy"
+    return f"{cfg.task.reward_c:g} / validation perplexity" if text_space(cfg.space) else "validation accuracy"
 
 
 def _read_archs_file(path: Path) -> dict[str, Any] | None:

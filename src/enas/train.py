@@ -26,6 +26,7 @@ from enas.errors import ConfigError, UserError
 from enas.optim import StatsMean, check_finite, lr_at, make_sgd, set_lr, sgd_step
 from enas.presets import config_from_dict
 from enas.progress import Progress
+from enas.registry import text_space
 from enas.runs import (
     RunDir,
     atomic_write_bytes,
@@ -293,14 +294,14 @@ def evaluate_model(path: str | Path, dataset: str | None = None, device: str = "
     state, cfg, arch = load_model_file(path)
     if dataset:
         text = dataset == "ptb"
-        if (cfg.space == "rnn") != text:
-            kind = "a language model" if cfg.space == "rnn" else "an image classifier"
-            choices = "ptb (--set task.root=DIR for another corpus)" if cfg.space == "rnn" else \
+        if text_space(cfg.space) != text:
+            kind = "a language model" if text_space(cfg.space) else "an image classifier"
+            choices = "ptb (--set task.root=DIR for another corpus)" if text_space(cfg.space) else \
                 "cifar10, fashion-mnist or FILE.npz"
             raise UserError(f"{path} holds {kind} ({cfg.space} space) and cannot be evaluated on {dataset!r}; "
                             f"use --data {choices}")
         cfg.dataset = dataset
-        if cfg.space != "rnn":
+        if not text_space(cfg.space):
             cfg.task.dataset = dataset
     cfg.device = device
     for key, value in overrides or []:

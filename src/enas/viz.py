@@ -25,7 +25,7 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 from matplotlib.path import Path as MPath
 from matplotlib.ticker import LogFormatter, MaxNLocator
 
-from enas.errors import ArchError, ConfigError, DataError
+from enas.errors import ArchError, ConfigError, DataError, UserError
 
 RNN_ACTS = ("tanh", "relu", "identity", "sigmoid")
 MACRO_OPS = ("conv3x3", "sep3x3", "conv5x5", "sep5x5", "avgpool3x3", "maxpool3x3")
@@ -52,8 +52,12 @@ def _arch_dict(arch: Any) -> dict[str, Any]:
     obj = arch.to_json() if callable(getattr(arch, "to_json", None)) else arch
     if not isinstance(obj, dict):
         raise ArchError(f"cannot draw a {type(arch).__name__}; pass an Arch or its JSON dict with a 'space' field")
-    if obj.get("space") not in ("rnn", "macro", "micro"):
-        raise ArchError(f"cannot draw space {obj.get('space')!r}; the space must be 'rnn', 'macro' or 'micro'")
+    from enas import registry
+
+    space = obj.get("space")
+    if not isinstance(space, str) or space not in registry.names() and not obj.get("space_source"):
+        raise ArchError(f"cannot draw space {space!r}; the space must be one of {', '.join(registry.names())} "
+                        f"or name its space_source")
     return obj
 
 
@@ -388,8 +392,28 @@ def draw_arch(arch: Any, path: str | os.PathLike, title: str | None = None, dpi:
     if not isinstance(dpi, (int, float)) or isinstance(dpi, bool) or not 10 <= dpi <= 1200:
         raise ConfigError(f"dpi must be a number between 10 and 1200, got {dpi!r}")
     d = _arch_dict(arch)
-    draw = {"rnn": _draw_rnn, "micro": _draw_micro, "macro": _draw_macro}[d["space"]]
+    from enas import registry
+
+    try:
+        draw = registry.get(d["space"], d.get("space_source", "")).load("draw") or draw_text
+    except UserError as e:
+        raise ArchError(str(e)) from None
     return _save(draw(d, title), path, dpi)
+
+
+def draw_text(d: dict[str, Any], title: str | None) -> Figure:
+    """The picture of a space without its own drawing: the arch's summary (`Arch.describe`) in a box."""
+    from enas.arch import arch_from_json
+
+    text = arch_from_json(d).describe()
+    lines = text.splitlines() or [""]
+    fig = _figure(max(3.0, 0.085 * max(len(line) for line in lines)), 0.25 + 0.2 * len(lines))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.axis("off")
+    ax.text(0.03, 0.97, text, family="monospace", size=9, va="top", ha="left", transform=ax.transAxes)
+    if title:
+        fig.suptitle(title)
+    return fig
 
 
 # ------------------------------------------------------------------------------------------------- training curves

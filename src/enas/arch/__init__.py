@@ -11,7 +11,6 @@ This package imports neither torch nor any module of the supernets.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import tempfile
@@ -55,7 +54,13 @@ class Arch(ABC):
         """A short multi-line human-readable summary."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": ARCH_FORMAT, "version": ARCH_VERSION, "space": self.space, **self.to_dict()}
+        from enas import registry
+
+        head = {"format": ARCH_FORMAT, "version": ARCH_VERSION, "space": self.space}
+        source = registry.get(self.space).source if self.space in registry.names() else ""
+        if source:  # a space that is not built in: where to load it from (`enas.registry`)
+            head["space_source"] = source
+        return {**head, **self.to_dict()}
 
 
 def register_arch(cls: type[Arch]) -> type[Arch]:
@@ -64,16 +69,18 @@ def register_arch(cls: type[Arch]) -> type[Arch]:
     return cls
 
 
-SPACES = ("rnn", "macro", "micro")
+def arch_class(space: str, source: str = "") -> type[Arch]:
+    """The Arch subclass of ``space``, from the space registry (`enas.registry`; no torch is imported)."""
+    from enas import registry
+    from enas.errors import ConfigError
 
-
-def arch_class(space: str) -> type[Arch]:
-    """The Arch subclass of ``space`` (its module registers it on import; no torch is imported)."""
-    if space in SPACES and space not in _REGISTRY:
-        importlib.import_module(f"enas.arch.{space}")
-    if space not in _REGISTRY:
-        raise ArchError(f"unknown space {space!r}; choose one of {', '.join(SPACES)}")
-    return _REGISTRY[space]
+    try:
+        cls = registry.get(space, source).arch_class
+    except ConfigError as e:
+        raise ArchError(str(e)) from None
+    if not (isinstance(cls, type) and issubclass(cls, Arch)):
+        raise ArchError(f"space {space!r}: its arch must be a subclass of enas.arch.Arch, got {cls!r}")
+    return cls
 
 
 def arch_from_json(obj: Any) -> Arch:
@@ -88,8 +95,10 @@ def arch_from_json(obj: Any) -> Arch:
         raise ArchError(f"architecture file version {version!r} is not supported (this enas reads {ARCH_VERSION})")
     if "space" not in obj:
         raise ArchError("architecture has no 'space' field; add \"space\": \"rnn\" | \"macro\" | \"micro\"")
-    body = {k: v for k, v in obj.items() if k not in ("format", "version", "space")}
-    return arch_class(obj["space"]).from_dict(body)
+    if not isinstance(obj["space"], str) or not isinstance(obj.get("space_source", ""), str):
+        raise ArchError("'space' (and 'space_source') of an architecture must be strings")
+    body = {k: v for k, v in obj.items() if k not in ("format", "version", "space", "space_source")}
+    return arch_class(obj["space"], obj.get("space_source", "")).from_dict(body)
 
 
 def load_arch(path: str | os.PathLike) -> Arch:
@@ -138,7 +147,6 @@ def parse_ints(text: str, what: str = "architecture") -> list[int]:
 __all__ = [
     "ARCH_FORMAT",
     "ARCH_VERSION",
-    "SPACES",
     "Arch",
     "arch_class",
     "arch_from_json",

@@ -281,3 +281,10 @@ class MacroSpace(Space):
 
 
 __all__ = ["MacroFinalNet", "MacroSearchNet", "MacroSpace", "MacroSpaceConfig", "reduction_keep"]
+
+
+def fit_config(model: MacroSpaceConfig, arch: Any) -> None:
+    """The layer count of a final model follows its arch (registry hook)."""
+    body = arch.to_dict()
+    if "layers" in body:
+        model.num_layers = len(body["layers"])

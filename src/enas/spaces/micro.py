@@ -246,3 +246,10 @@ class MicroSpace(Space):
 
 
 __all__ = ["NORMAL_OP_BIAS", "MicroChild", "MicroSpace", "MicroSpaceConfig", "MicroSupernet"]
+
+
+def fit_config(model: MicroSpaceConfig, arch: Any) -> None:
+    """The node count of a cell follows its arch (registry hook)."""
+    body = arch.to_dict()
+    if "normal" in body:
+        model.num_nodes = len(body["normal"])

@@ -25,8 +25,10 @@ from enas.arch.rnn import ACTIVATIONS, RnnArch, RnnNode
 from enas.errors import ArchError, ConfigError
 from enas.spaces.base import Action, Decision, Space, TaskInfo
 from enas.spaces.rnn_cell import CellNorms, CellPlan, CellWeights, project_inputs, run_cell
+from enas.spaces.rnn_reference import run_cell_reference
 
 VARIANTS = ("paper", "corrected")
+CELLS = {"fast": run_cell, "reference": run_cell_reference}  # the same function; the reference is plain autograd
 
 
 @dataclass(frozen=True)
@@ -58,9 +60,10 @@ class CellLM(nn.Module):
     the cell included, is this class's code, so the supernet and the child compute the same function.
     """
 
-    def __init__(self, vocab_size: int, hidden: int, dropouts: Dropouts, init_range: float):
+    def __init__(self, vocab_size: int, hidden: int, dropouts: Dropouts, init_range: float, cell: str = "fast"):
         super().__init__()
         self.hidden_size = hidden
+        self.cell = cell  # a key of CELLS
         self.dropouts = dropouts
         self.init_range = init_range
         self.emb = nn.Parameter(torch.empty(vocab_size, hidden))  # (V, H), also the decoder weight
@@ -146,8 +149,8 @@ class CellLM(nn.Module):
         x = F.embedding(tokens, self.emb)  # (T, B, H)
         x, mask_h, out_mask = self._dropout(tokens, x)
         xproj = project_inputs(x, w_x)  # (T, B, 2H)
-        outputs, hidden = run_cell(plan, weights, xproj, hidden, mask_h, self.dropouts.h_all_nodes, self.training,
-                                   self.batched_weight_grads)
+        outputs, hidden = CELLS[self.cell](plan, weights, xproj, hidden, mask_h, self.dropouts.h_all_nodes,
+                                           self.training, self.batched_weight_grads)
         top = outputs if out_mask is None else outputs * out_mask  # (T, B, H)
         logits = F.linear(top, self.emb)  # (T, B, V)
         return logits, hidden, {"outputs": outputs}
@@ -177,6 +180,7 @@ class RnnSpaceConfig:
     dropout_h_all_nodes: bool = True  # ... and on every node's input, as both of the authors' codes do
     dropout_out: float = 0.75  # (B, H) mask on the cell output before the decoder
     weights_per_activation: bool = False
+    cell: str = "fast"  # "reference": the plain-autograd cell (enas.spaces.rnn_reference), same results, slower
 
     def validate(self) -> None:
         """Raise ConfigError on the first bad value."""
@@ -185,6 +189,8 @@ class RnnSpaceConfig:
             raise ConfigError(f"model.activations must be distinct names from {', '.join(ACTIVATIONS)}; got {acts}")
         if self.variant not in VARIANTS:
             raise ConfigError(f"model.variant must be one of {', '.join(VARIANTS)}; got {self.variant!r}")
+        if not isinstance(self.cell, str) or self.cell not in CELLS:
+            raise ConfigError(f"model.cell must be one of {', '.join(CELLS)}; got {self.cell!r}")
         least = 2 if self.variant == "corrected" else 1
         if not isinstance(self.num_nodes, int) or self.num_nodes < least:
             raise ConfigError(f"model.num_nodes must be an integer >= {least} for the {self.variant} variant; "
@@ -216,7 +222,7 @@ class RnnSupernet(CellLM):
     """All cells of the space on shared weights; ``forward(tokens, hidden, arch)`` runs only ``arch``'s path."""
 
     def __init__(self, cfg: RnnSpaceConfig, vocab_size: int):
-        super().__init__(vocab_size, cfg.hidden, cfg.dropouts(), cfg.init_range)
+        super().__init__(vocab_size, cfg.hidden, cfg.dropouts(), cfg.init_range, cfg.cell)
         h, n = cfg.hidden, cfg.num_nodes
         self.num_nodes = n
         self.activations = tuple(cfg.activations)
@@ -263,7 +269,7 @@ class RnnChild(CellLM):
     """A standalone language model for one cell; ``batch_norm=True`` keeps the search-time per-node BN."""
 
     def __init__(self, arch: RnnArch, cfg: RnnSpaceConfig, vocab_size: int, batch_norm: bool):
-        super().__init__(vocab_size, cfg.hidden, cfg.dropouts(), cfg.init_range)
+        super().__init__(vocab_size, cfg.hidden, cfg.dropouts(), cfg.init_range, cfg.cell)
         h, n = cfg.hidden, len(arch.nodes)
         self.arch = arch
         self.w_x = nn.Parameter(torch.empty(h, 2 * h))  # (H, 2H)
@@ -391,3 +397,11 @@ def _vocab(info: TaskInfo) -> int:
 
 
 __all__ = ["VARIANTS", "RnnChild", "RnnSpace", "RnnSpaceConfig", "RnnSupernet"]
+
+
+def fit_config(model: RnnSpaceConfig, arch: Any) -> None:
+    """The node count and the output rule of a final model follow its arch (registry hook)."""
+    body = arch.to_dict()
+    if "nodes" in body:
+        model.num_nodes = len(body["nodes"])
+        model.variant = "corrected" if body.get("output") == "mean" else "paper"

@@ -22,7 +22,8 @@ Speed (CPU, B rows per step; the per-step products are bound by reading the weig
   products accumulated into an (H, 2H) buffer.
 
 The models (`enas.spaces.rnn`) describe their weights through `CellWeights` (views of their parameters) and call
-`run_cell`.
+`run_cell`. The reference: `enas.spaces.rnn_reference.run_cell_reference` computes the same in plain autograd, one
+product per node and step, as the equations read (``model.cell=reference``; tests/spaces/test_rnn_reference.py).
 """
 
 from __future__ import annotations
