@@ -47,6 +47,7 @@ def runs(tmp_path_factory):
         "bad_act": root / "act.json",
         "bad_npz": root / "bad.npz",
         "float_npz": root / "float.npz",
+        "member_npz": root / "member.npz",
         "binary_metrics_run": root / "binary-metrics",
         "truncated_ckpt_run": root / "truncated",
     }
@@ -62,6 +63,11 @@ def runs(tmp_path_factory):
     files["bad_npz"].write_bytes(b"PK\x03\x04 this is no zip")
     np.savez(files["float_npz"], x_train=np.zeros((4, 8, 8), np.float32), y_train=np.zeros(4, np.int64),
              x_test=np.zeros((2, 8, 8), np.float32), y_test=np.zeros(2, np.int64))
+    import zipfile
+
+    with zipfile.ZipFile(files["float_npz"]) as z, zipfile.ZipFile(files["member_npz"], "w") as w:
+        for name in z.namelist():  # x_train.npy that is not a .npy file
+            w.writestr(name, b"not an array" if name == "x_train.npy" else z.read(name))
     broken = files["binary_metrics_run"]
     (broken / "checkpoints").mkdir(parents=True)
     (broken / "checkpoints" / "last.pt").write_bytes((search / "checkpoints" / "last.pt").read_bytes())
@@ -89,6 +95,7 @@ CASES = [
     ("search-missing-npz", "search --space micro --data {root}/missing.npz", "does not exist"),
     ("search-bad-npz", "search --space micro --data {bad_npz} --preset demo", "not a readable .npz"),
     ("search-float-npz", "search --space micro --data {float_npz} --preset demo", "uint8"),
+    ("search-npz-member-not-array", "search --space micro --data {member_npz} --preset demo", "not arrays"),
     ("search-space-data-mismatch", "search --space micro --data ptb", "image classifiers"),
     ("search-rnn-on-images", "search --space rnn --data fashion-mnist", "rnn"),
     ("search-missing-config", "search --space rnn --config {root}/missing.yaml", "does not exist"),

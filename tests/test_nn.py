@@ -160,3 +160,22 @@ def test_the_cnn_example_is_searched_shown_and_trained_from_the_cli(npz_path, tm
     assert main(["train", str(search / "arch.json"), "--data", str(npz_path), "--out", str(train), *TINY_CNN,
                  "--set", "train.epochs=1"]) == 0
     assert 0.0 <= json.loads((train / "summary.json").read_text())["test_acc"] <= 1.0
+
+
+def test_the_mlp_example_is_searched_and_trained_on_a_table_from_the_cli(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 6)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] > 0).astype(np.int64) + (x[:, 2] > 1)  # 3 learnable classes
+    table = tmp_path / "table.npz"
+    np.savez(table, x_train=x[:300], y_train=y[:300], x_test=x[300:], y_test=y[300:])
+    search, train = tmp_path / "search", tmp_path / "train"
+    tiny = ["--preset", "demo", "--device", "cpu", "--no-progress", "--set", "task.batch_size=32"]
+    assert main(["search", "--space", f"{MLP}:SPACE", "--data", str(table), "--out", str(search), *tiny,
+                 "--set", "task.valid_size=100", "--set", "search.epochs=2", "--set", "search.derive_samples=3"]) == 0
+    arch = json.loads((search / "arch.json").read_text())
+    assert arch["space"] == "mlp-choices" and arch["choices"]["width"] in (16, 32, 64)
+    assert main(["train", str(search / "arch.json"), "--data", str(table), "--out", str(train), *tiny,
+                 "--set", "train.epochs=5"]) == 0
+    assert json.loads((train / "summary.json").read_text())["test_acc"] > 0.6  # chance is about 1/3

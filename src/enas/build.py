@@ -22,10 +22,15 @@ def build_space(cfg: Config) -> Space:
 
 def build_task(cfg: Config, device: torch.device, seed: int | None = None) -> Task:
     seed = cfg.seed if seed is None else seed
-    if registry.get(cfg.space, cfg.space_source).task == "text":
+    kind = registry.get(cfg.space, cfg.space_source).task
+    if kind == "text":
         from enas.tasks.text import LanguageModelTask
 
         return LanguageModelTask(cfg.task, device=device, seed=seed)
+    if kind == "tabular":
+        from enas.tasks.tabular import TabularClassificationTask
+
+        return TabularClassificationTask(dataclasses.replace(cfg.task, dataset=cfg.dataset), device=device, seed=seed)
     from enas.tasks.images import ImageClassificationTask
 
     task_cfg = dataclasses.replace(cfg.task, dataset=cfg.dataset)

@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", help="search an architecture with the ENAS controller")
     p.add_argument("--space", type=_space_arg, metavar="SPACE", help=_SPACE_HELP)
-    p.add_argument("--data", help="ptb | cifar10 | fashion-mnist | FILE.npz (default: ptb for rnn, cifar10 otherwise)")
+    p.add_argument("--data", help="ptb | cifar10 | fashion-mnist | FILE.npz (default: ptb for rnn, cifar10 for "
+                                  "image spaces; tabular spaces need a FILE.npz)")
     p.add_argument("--out", help="run directory (default runs/search-SPACE-TIME)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--controller", choices=("enas", "random"), default=None,
@@ -365,8 +366,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UserError(f"the architecture belongs to the {arch.space} space, not {args.space}")
         cfg = resolve_config(arch.space, args.data, args, "train")
         if args.cutout is not None:
-            if text_space(arch.space):
-                raise UserError(f"--cutout applies to image classifiers, not to the {arch.space} space (text)")
+            kind = registry.get(arch.space).task
+            if kind != "images":
+                raise UserError(f"--cutout applies to image classifiers, not to the {arch.space} space ({kind})")
             cfg.task.cutout = args.cutout
         if args.print_config:
             from enas.build import fit_model_to_arch
@@ -445,6 +447,8 @@ def show_info(arch, args: argparse.Namespace) -> dict[str, Any]:
     if text_space(arch.space):
         out["hidden"] = getattr(cfg.model, "hidden", None)
         out["vocab_size"] = info.vocab_size
+    elif registry.get(arch.space).task == "tabular":
+        out["in_features"], out["num_classes"] = info.in_features, info.num_classes
     else:
         out["channels"], out["layers"] = getattr(cfg.model, "channels", None), getattr(cfg.model, "num_layers", None)
     return out

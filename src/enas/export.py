@@ -11,6 +11,7 @@ The exported network is the child in eval mode (no dropout, batch norm with its 
 head) behind a plain-tensor interface:
 
 * image classifiers: ``logits = model(images)``, images (B, C, S, S) float32, logits (B, K);
+* tabular classifiers: ``logits = model(features)``, features (B, F) float32 (standardised), logits (B, K);
 * language models: ``logits, hidden = model(tokens, hidden)``, tokens (T, B) int64, hidden (B, H) float32 (zeros
   to start a sequence; feed the returned state to the next window), logits (T, B, V) (softmax over V gives the
   next-word probabilities).
@@ -20,7 +21,8 @@ over time; default: the training ``bptt``): run longer texts window by window, c
 
 A JSON description of the model (`METADATA_NAME`) travels inside the file: the space, the arch, the input and
 output shapes, the class count or vocabulary size and, when the training data can be read at export time, the
-image normalisation (applied by the data pipeline, not by the model) and class names, or the vocabulary. Read it
+image normalisation or the feature standardisation (applied by the data pipeline, not by the model) and class
+names, or the vocabulary. Read it
 with ``extra = {"enas.json": ""}; torch.export.load(path, extra_files=extra); json.loads(extra["enas.json"])``, or
 from the ONNX model's ``metadata_props`` (key ``enas``).
 """
@@ -49,11 +51,13 @@ FORMATS = {"torch-export": ".pt2", "onnx": ".onnx"}
 METADATA_NAME = "enas.json"  # extra file of the .pt2; metadata_props key "enas" of the .onnx
 METADATA_FORMAT = "enas-export"
 EXAMPLE_BATCH = 2  # batch of the example input (not 1: a size-1 example would fix the batch dimension at 1)
+STANDARDISATION_FORMULA = "x = (feature - mean[f]) / std[f] per feature f"
 
 
-def wrap(child: nn.Module, language_model: bool) -> nn.Module:
+def wrap(child: nn.Module, language_model: bool, tabular: bool = False) -> nn.Module:
     """The eval-mode ``child`` behind a plain-tensor forward: ``logits = model(images)`` for an image classifier
-    (no auxiliary head), ``logits, next_hidden = model(tokens, hidden)`` for a language model (no extras)."""
+    (no auxiliary head), ``logits = model(features)`` for a tabular classifier (``tabular=True``),
+    ``logits, next_hidden = model(tokens, hidden)`` for a language model (no extras)."""
     from torch import nn
 
     class ImageClassifier(nn.Module):
@@ -65,6 +69,15 @@ def wrap(child: nn.Module, language_model: bool) -> nn.Module:
             """images (B, C, S, S) normalised float32 -> logits (B, K)."""
             return self.child(images)[0]
 
+    class TabularClassifier(nn.Module):
+        def __init__(self, child: nn.Module):
+            super().__init__()
+            self.child = child
+
+        def forward(self, features: Tensor) -> Tensor:
+            """features (B, F) standardised float32 -> logits (B, K)."""
+            return self.child(features)[0]
+
     class LanguageModel(nn.Module):
         def __init__(self, child: nn.Module):
             super().__init__()
@@ -75,7 +88,8 @@ def wrap(child: nn.Module, language_model: bool) -> nn.Module:
             logits, hidden, _ = self.child(tokens, hidden)
             return logits, hidden
 
-    return (LanguageModel if language_model else ImageClassifier)(child).eval()
+    cls = LanguageModel if language_model else TabularClassifier if tabular else ImageClassifier
+    return cls(child).eval()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -180,6 +194,10 @@ def _is_language_model(raw: dict[str, Any]) -> bool:
     return raw["task_info"].get("vocab_size", 0) > 0
 
 
+def _is_tabular(raw: dict[str, Any]) -> bool:
+    return raw["task_info"].get("in_features", 0) > 0
+
+
 def export_program(child: nn.Module, raw: dict[str, Any], cfg: Any, seq_len: int | None = None,
                    device: str | torch.device = "cpu") -> torch.export.ExportedProgram:
     """`torch.export.export` of the eval-mode ``child`` behind `wrap`'s plain-tensor forward, with a dynamic
@@ -199,6 +217,10 @@ def export_program(child: nn.Module, raw: dict[str, Any], cfg: Any, seq_len: int
         example = (torch.zeros(steps, EXAMPLE_BATCH, dtype=torch.int64, device=device),
                    torch.zeros(EXAMPLE_BATCH, child.hidden_size, device=device))
         dynamic = {"tokens": {1: batch}, "hidden": {0: batch}}
+    elif _is_tabular(raw):
+        wrapper = wrap(child, language_model=False, tabular=True)
+        example = (torch.zeros(EXAMPLE_BATCH, info["in_features"], device=device),)
+        dynamic = {"features": {0: batch}}
     else:
         wrapper = wrap(child, language_model=False)
         size = info["image_size"]
@@ -260,6 +282,21 @@ def describe(child: nn.Module, raw: dict[str, Any], cfg: Any, arch: Any, source:
         })
         meta.update(_vocabulary(cfg, info["vocab_size"]) if data else
                     {"vocab": None, "vocab_note": "not stored (exported with --no-data)"})
+    elif _is_tabular(raw):
+        f, k = info["in_features"], info["num_classes"]
+        meta.update({
+            "kind": "tabular classifier", "num_classes": k, "in_features": f,
+            "inputs": [{"name": "features", "shape": ["batch", f], "dtype": "float32",
+                        "note": "one row of features per example, standardised as `standardisation` says"}],
+            "outputs": [{"name": "logits", "shape": ["batch", k], "dtype": "float32",
+                         "note": "class scores (argmax: the predicted class)"}],
+            "dynamic_dims": {"batch": "any size >= 1"},
+            "usage": "logits = torch.export.load(path).module()(features)",
+        })
+        meta.update(_standardisation(cfg) if data else {"class_names": None, "standardisation": {
+            "in_model": False, "mean": None, "std": None, "formula": STANDARDISATION_FORMULA,
+            "note": "the data pipeline standardises the features, not the model; mean and std are those of the "
+                    "training rows and were not stored (exported with --no-data)"}})
     else:
         c, s, k = info["in_channels"], info["image_size"], info["num_classes"]
         meta.update({
@@ -317,6 +354,28 @@ def _normalisation(cfg: Any) -> dict[str, Any]:
     return {"class_names": list(task.class_names), "normalisation": norm}
 
 
+def _standardisation(cfg: Any) -> dict[str, Any]:
+    """Class names and the per-feature mean / std the training pipeline standardised the rows with
+    (`enas.tasks.tabular`: computed on the training part of the data, validation excluded, not stored in model.pt;
+    0 and 1 when ``task.standardize`` was off)."""
+    norm: dict[str, Any] = {"in_model": False, "formula": STANDARDISATION_FORMULA}
+    try:
+        task = _load_task(cfg)
+    except (UserError, OSError) as e:
+        note = _data_unavailable(cfg, e)
+        print(f"warning: {note}; the export's metadata lacks the standardisation statistics and class names",
+              file=sys.stderr)
+        norm.update({"mean": None, "std": None, "note": "the data pipeline standardises the features, not the "
+                     f"model; {note}"})
+        return {"class_names": None, "standardisation": norm}
+    norm.update({"mean": [float(v) for v in task.mean], "std": [float(v) for v in task.std],
+                 "note": "the data pipeline standardises the features, not the model: apply this to your rows "
+                         "(statistics of the training rows, validation part excluded; a constant feature has "
+                         "std 1)" if task.cfg.standardize else
+                         "task.standardize was off: the model reads the features as they are (mean 0, std 1)"})
+    return {"class_names": list(task.class_names), "standardisation": norm}
+
+
 def _vocabulary(cfg: Any, vocab_size: int) -> dict[str, Any]:
     """The corpus vocabulary (id -> word; each line of text ends with ``<eos>``), when the corpus can be read."""
     try:
@@ -340,7 +399,8 @@ def export_model(source: str | Path, fmt: str = "torch-export", out: str | Path 
     returns the path written.
 
     ``seq_len``: the language model's window length (default: the training bptt). ``data=False`` does not read the
-    training data, so the metadata lacks the image normalisation statistics, class names or vocabulary.
+    training data, so the metadata lacks the image normalisation or feature standardisation statistics, class names
+    or vocabulary.
     """
     return _export(source, fmt, out, device, seq_len, data)[0]
 
@@ -362,7 +422,8 @@ def _export(source: str | Path, fmt: str, out: str | Path | None, device: str, s
     dev = resolve_device(device)
     child, raw, cfg, arch = load_child(model_path, dev)
     if seq_len is not None and not _is_language_model(raw):
-        raise UserError(f"--seq-len applies to language models; {model_path} holds an image classifier "
+        kind = "a tabular classifier" if _is_tabular(raw) else "an image classifier"
+        raise UserError(f"--seq-len applies to language models; {model_path} holds {kind} "
                         f"({cfg.space} space); drop --seq-len")
     meta = describe(child, raw, cfg, arch, model_path, fmt, seq_len, data)
     program = export_program(child, raw, cfg, seq_len, dev)
@@ -418,8 +479,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu",
                    help="device the exported program runs on: cpu (default) or cuda")
     p.add_argument("--no-data", action="store_true",
-                   help="do not read the training data (the metadata then lacks the image normalisation, class "
-                        "names or vocabulary)")
+                   help="do not read the training data (the metadata then lacks the image normalisation, the "
+                        "feature standardisation, class names or vocabulary)")
     return p
 
 

@@ -26,6 +26,11 @@ def default_dataset(space: str) -> str:
 
 def check_space_data(space: str, dataset: str) -> None:
     entry = registry.get(space)
+    if entry.task == "tabular":
+        if not dataset.endswith(".npz"):
+            got = f" (got {dataset!r})" if dataset else ""
+            raise ConfigError(f"the {space} space reads tabular data: pass --data FILE.npz{got}")
+        return
     text = dataset == "ptb"
     if entry.task == "text" and not text:
         raise ConfigError(f"the {space} space searches language models; use --data ptb (got {dataset!r})")
@@ -52,7 +57,7 @@ def make_config(space: str, preset: str = "paper", command: str = "search", data
     if not isinstance(cfg, Config) or cfg.model is None or cfg.task is None:
         raise ConfigError(f"the presets of space {entry.name!r} must return an enas Config with model and task")
     cfg.space, cfg.space_source, cfg.dataset, cfg.preset = entry.name, entry.source, dataset, preset
-    if entry.task == "images":
+    if entry.task in ("images", "tabular"):
         cfg.task.dataset = dataset
     return cfg
 

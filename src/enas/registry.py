@@ -9,8 +9,9 @@ registry never imports torch) or by the objects themselves:
 * ``presets``: ``presets(preset, command) -> Config`` with the ``model``, ``task``, ``controller``, ``search`` and
   ``train`` sections filled for ``preset`` in ``"paper" | "quick" | "demo"`` and ``command`` in
   ``"search" | "train"``;
-* ``task``: the kind of data, ``"text"`` (language modelling, PTB-format corpora) or ``"images"`` (classification:
-  CIFAR-10, Fashion-MNIST or a ``.npz``);
+* ``task``: the kind of data, ``"text"`` (language modelling, PTB-format corpora), ``"images"`` (classification:
+  CIFAR-10, Fashion-MNIST or a ``.npz``) or ``"tabular"`` (classification of feature rows from a ``.npz``; no
+  default data set);
 * optional: ``fit_config(model_cfg, arch)`` sets the sizes an arch decides (number of nodes or layers) before a
   child is built; ``draw(arch_json, title) -> matplotlib Figure`` draws it (spaces without one get a text picture);
   ``size_keys``: the model settings that decide memory, named when a model does not fit.
@@ -40,13 +41,13 @@ from typing import Any, Literal
 from enas.errors import ConfigError
 
 ENTRY_POINT_GROUP = "enas.spaces"
-TASKS = ("text", "images")
+TASKS = ("text", "images", "tabular")
 
 
 @dataclass(frozen=True)
 class SpaceEntry:
     name: str
-    task: Literal["text", "images"]
+    task: Literal["text", "images", "tabular"]
     space: str | type
     arch: str | type
     presets: str | Callable[[str, str], Any]
@@ -70,7 +71,8 @@ class SpaceEntry:
 
     @property
     def default_dataset(self) -> str:
-        return "ptb" if self.task == "text" else "cifar10"
+        """The data a command uses without --data; "" for tabular spaces, which have none."""
+        return {"text": "ptb", "images": "cifar10"}.get(self.task, "")
 
 
 _BUILTIN = (
@@ -145,7 +147,7 @@ def load_reference(ref: str) -> SpaceEntry:
 
 
 def text_space(name: str) -> bool:
-    """True when the space models text (language models), False for images."""
+    """True when the space models text (language models), False for classifiers (images, tabular)."""
     return get(name).task == "text"
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from enas import registry
 from enas.arch import Arch, arch_from_json
 from enas.build import build_space, build_task, explain_out_of_memory, fit_model_to_arch
 from enas.config import Config, apply_resume_overrides, dump_yaml, set_key
@@ -26,7 +27,6 @@ from enas.errors import ConfigError, UserError
 from enas.optim import StatsMean, check_finite, lr_at, make_sgd, set_lr, sgd_step
 from enas.presets import config_from_dict
 from enas.progress import Progress
-from enas.registry import text_space
 from enas.runs import (
     RunDir,
     atomic_write_bytes,
@@ -293,15 +293,17 @@ def evaluate_model(path: str | Path, dataset: str | None = None, device: str = "
     """Recompute the metrics of a saved model on ``split`` of its data (or of ``dataset``)."""
     state, cfg, arch = load_model_file(path)
     if dataset:
-        text = dataset == "ptb"
-        if text_space(cfg.space) != text:
-            kind = "a language model" if text_space(cfg.space) else "an image classifier"
-            choices = "ptb (--set task.root=DIR for another corpus)" if text_space(cfg.space) else \
-                "cifar10, fashion-mnist or FILE.npz"
+        task = registry.get(cfg.space).task
+        fits = {"text": dataset == "ptb", "images": dataset != "ptb", "tabular": dataset.endswith(".npz")}[task]
+        if not fits:
+            kind = {"text": "a language model", "images": "an image classifier",
+                    "tabular": "a tabular classifier"}[task]
+            choices = {"text": "ptb (--set task.root=DIR for another corpus)",
+                       "images": "cifar10, fashion-mnist or FILE.npz", "tabular": "FILE.npz"}[task]
             raise UserError(f"{path} holds {kind} ({cfg.space} space) and cannot be evaluated on {dataset!r}; "
                             f"use --data {choices}")
         cfg.dataset = dataset
-        if not text_space(cfg.space):
+        if task != "text":
             cfg.task.dataset = dataset
     cfg.device = device
     for key, value in overrides or []:

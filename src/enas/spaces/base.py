@@ -12,6 +12,8 @@ Model interfaces (what tasks call):
   regularisers (e.g. ``"outputs"`` for the activation penalty). The supernet requires ``arch``; a child ignores it.
 * image classifiers (macro, micro): ``model(images[B, C, H, W], arch=None) -> (logits[B, K], aux_logits | None)``;
   ``aux_logits`` is not None only in training mode with an auxiliary head.
+* tabular classifiers: ``model(features[B, F], arch=None) -> (logits[B, K], None)``; ``features`` are float32 rows
+  of ``TaskInfo.in_features`` standardised numbers (`enas.tasks.tabular`).
 """
 
 from __future__ import annotations
@@ -68,7 +70,8 @@ class TaskInfo:
     vocab_size: int = 0  # language modelling
     in_channels: int = 0  # images
     image_size: int = 0  # images are square, image_size x image_size
-    num_classes: int = 0  # images
+    num_classes: int = 0  # classification (images, tabular)
+    in_features: int = 0  # tabular: features per row
 
 
 Action = int | list[int]

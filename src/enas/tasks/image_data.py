@@ -378,6 +378,9 @@ def load_npz(path: str | os.PathLike) -> ImageDataset:
     missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
     if missing:
         raise DataError(f"{path} lacks the array(s) {', '.join(missing)} (found: {', '.join(sorted(arrays))})")
+    not_arrays = sorted(k for k, v in arrays.items() if not isinstance(v, np.ndarray))
+    if not_arrays:  # a member that is not a .npy file reads back as raw bytes
+        raise DataError(f"{path}: {', '.join(not_arrays)} are not arrays; write the file with numpy.savez")
     xs = {s: _npz_images(arrays[f"x_{s}"], f"{path}: x_{s}") for s in ("train", "test")}
     if xs["train"].shape[1:] != xs["test"].shape[1:]:
         raise DataError(f"{path}: x_train images are {xs['train'].shape[1:]} but x_test {xs['test'].shape[1:]}")
