@@ -25,11 +25,10 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 from matplotlib.path import Path as MPath
 from matplotlib.ticker import LogFormatter, MaxNLocator
 
+from enas.arch.macro import MACRO_OPS  # the op sets are defined once, by the arch modules
+from enas.arch.micro import MICRO_OP_NAMES as MICRO_OPS
+from enas.arch.rnn import ACTIVATIONS as RNN_ACTS
 from enas.errors import ArchError, ConfigError, DataError, UserError
-
-RNN_ACTS = ("tanh", "relu", "identity", "sigmoid")
-MACRO_OPS = ("conv3x3", "sep3x3", "conv5x5", "sep5x5", "avgpool3x3", "maxpool3x3")
-MICRO_OPS = ("sep3x3", "sep5x5", "avgpool3x3", "maxpool3x3", "identity")
 
 _OP_TEXT = {"conv3x3": "conv 3×3", "conv5x5": "conv 5×5", "sep3x3": "sep 3×3", "sep5x5": "sep 5×5",
             "avgpool3x3": "avg 3×3", "maxpool3x3": "max 3×3", "identity": "identity"}
