@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 from pathlib import Path
-
-import torch
 
 from enas.bench import run_benchmarks
 
@@ -22,16 +19,15 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--size", default="target", choices=("target", "small"))
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--out", default=None, help="result file (default benchmarks/results/throughput-DEVICE.json)")
     args = parser.parse_args()
     results = run_benchmarks(args.space or ["rnn", "macro", "micro"], device=args.device, size=args.size,
                              warmup=args.warmup, steps=args.steps)
-    device = results[0]["device"]
-    name = torch.cuda.get_device_name(0) if device.startswith("cuda") else platform.processor() or "cpu"
-    out = Path(args.out or Path(__file__).parent / "results" / f"throughput-{device.split(':')[0]}.json")
+    device = results["device"].split(":")[0]
+    out = Path(args.out or Path(__file__).parent / "results" / f"throughput-{device}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"device_name": name, "torch": torch.__version__, "results": results}, indent=2) + "\n")
+    out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"written {out}")
 
 

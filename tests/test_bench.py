@@ -1,13 +1,55 @@
-import pytest
+import json
 
-from enas.bench import run_benchmarks
+import pytest
+import torch
+
+from enas.bench import Workload, _KernelCount, _quartiles, interleave, run_benchmarks
+from enas.cli import main
+
+ROW_KEYS = {"space", "workload", "value", "unit", "reference", "reference_value", "ratio"}
 
 
 @pytest.mark.parametrize("space", ["rnn", "macro", "micro"])
-def test_benchmarks_run_and_report_ratios(space):
-    (result,) = run_benchmarks([space], device="cpu", size="small", verbose=False, warmup=1, steps=1)
-    assert result["space"] == space and result["supernet_vs_child_step"] > 0
+def test_benchmark_rows_are_complete(space):
+    result = run_benchmarks([space], device="cpu", size="small", verbose=False, warmup=1, steps=3)
+    rows = {r["workload"] + " / " + str(r["reference"]): r for r in result["rows"]}
+    for r in result["rows"]:
+        assert ROW_KEYS <= set(r) and r["space"] == space and r["value"] > 0
+    pair = rows["supernet (arch k) / child (arch k)"]
+    assert pair["unit"] == "s/step" and pair["rounds"] == 3 and pair["ratio_q1"] <= pair["ratio"] <= pair["ratio_q3"]
+    assert pair["flops"] > 0 and pair["reference_flops"] > 0
+    kernels = next(r for r in result["rows"] if r["workload"] == "kernels per supernet step")
+    assert kernels["value"] > 50  # forward + backward + optimizer of a real network
+    for workload in ("controller step", "eval forward (derive, validation)", "final-training step", "peak memory"):
+        assert workload + " / None" in rows
     if space == "rnn":
-        assert result["supernet_vs_lstm"] > 0
+        assert rows["supernet (fresh arch) / 2-layer nn.LSTM LM"]["flop_parity_ratio"] > 0
     if space == "micro":
-        assert result["supernet_vs_cnn4"] > 0
+        assert {"supernet (fresh arch) / plain CNN", "supernet (fresh arch) / 4-conv CNN"} <= set(rows)
+
+
+def test_interleaving_runs_the_workloads_round_by_round():
+    calls = []
+    workloads = [Workload(n, lambda i, n=n: calls.append((n, i)), 1) for n in "AB"]
+    times = interleave(workloads, torch.device("cpu"), warmup=1, steps=3)
+    assert calls == [("A", 0), ("B", 0), ("A", 1), ("B", 1), ("A", 2), ("B", 2), ("A", 3), ("B", 3)]
+    assert [len(t) for t in times.values()] == [3, 3]
+
+
+def test_quartiles_and_kernel_count():
+    assert _quartiles([1.0, 2.0, 3.0, 4.0, 5.0]) == (2.0, 3.0, 4.0)
+    with _KernelCount() as counter:
+        a = torch.ones(3)
+        (a + a).sum()
+    assert counter.count == 3  # ones, add, sum
+
+
+def test_bench_cli_writes_rows_and_checks_the_json_path_first(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--space", "macro", "--size", "small", "--steps", "2", "--warmup", "0", "--device", "cpu",
+                 "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert rows and all(ROW_KEYS <= set(r) for r in rows)
+    (tmp_path / "file").write_text("x")
+    assert main(["bench", "--size", "small", "--json", str(tmp_path / "file" / "b.json")]) == 2
+    assert "cannot write --json" in capsys.readouterr().err

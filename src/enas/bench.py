@@ -1,24 +1,34 @@
-"""Throughput benchmarks, reported as ratios (absolute times depend on the machine).
+"""Side-by-side throughput benchmarks of the paper spaces (`enas bench`), reported as ratios.
 
-* recurrent: the supernet (a uniformly sampled arch per step) against a plain 2-layer ``nn.LSTM`` language model of
-  the same width, both trained with tied embeddings on random tokens; target >= 0.75 (tokens/s ratio).
-* micro: the supernet against a plain 4-conv CNN (conv-BN-ReLU at 32, 64, 128, 256 channels, the last three with
-  stride 2, global pooling, linear); target >= 0.4 (images/s ratio).
-* every space: a supernet step against the step of the standalone child of the same arch (built with the
-  search-time layers); target <= 1.15 (time ratio).
-A step is forward + backward + SGD update. Each measurement takes the median of several timed steps after warm-up.
+For one space, every workload is built once and then timed **interleaved, step by step** (A, B, C, A, B, C, ...),
+so that the drift of a shared machine falls on both sides of each ratio; a ratio is computed per round and the
+median and the spread (quartiles) over the rounds are reported. The archs come from a fixed, seeded draw (the same
+in every run). A step is forward + backward + SGD update of one minibatch at the sizes below.
+
+Workloads per space: the supernet with a fresh arch per step; the supernet on arch k and the standalone child of
+arch k (search-time layers, the supernet's weights), cycling over a few archs, for the step-time ratio (target
+<= 1.15); the plain references (recurrent: a tied 2-layer ``nn.LSTM`` language model; micro: the plain CNN of the
+speed targets and, as an extra row, our 4-conv CNN). Then, timed on their own: a controller step (sample +
+REINFORCE update at the paper's controller settings), an eval forward (what derive and validation cost per
+batch), a final-training step of the child (final layers), the FLOPs of each workload's step
+(`torch.utils.flop_counter`), the aten kernels dispatched per supernet step (forward + backward + optimizer; a
+machine-independent measure of launch overhead) and the peak memory.
 """
 
 from __future__ import annotations
 
+import resource
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
 
 from enas.runs import resolve_device
 from enas.spaces.base import TaskInfo
@@ -31,10 +41,12 @@ SIZES = {
               "micro": dict(channels=8, num_layers=3, batch=8, image=16),
               "macro": dict(channels=8, num_layers=6, batch=8, image=16)},
 }
+ARCH_SEED = 2018  # the fixed draw of benchmark archs
+FIXED_ARCHS = 4  # archs cycled for the supernet-vs-child ratio
 
 
 class LSTMLanguageModel(nn.Module):
-    """The baseline: embedding -> 2-layer nn.LSTM -> tied decoder."""
+    """The recurrent reference: embedding -> 2-layer nn.LSTM -> tied decoder."""
 
     def __init__(self, vocab: int, hidden: int):
         super().__init__()
@@ -46,7 +58,27 @@ class LSTMLanguageModel(nn.Module):
         return out @ self.embedding.weight.t()
 
 
+def _cbr(c_in: int, c_out: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+
+class PlainCNN(nn.Module):
+    """The micro reference of the speed targets: conv3x3 3->32->64, maxpool, ->128, maxpool, ->256 (BN + ReLU after
+    each conv), global pooling, linear."""
+
+    def __init__(self, in_channels: int, num_classes: int):
+        super().__init__()
+        self.body = nn.Sequential(*_cbr(in_channels, 32), *_cbr(32, 64), nn.MaxPool2d(2), *_cbr(64, 128),
+                                  nn.MaxPool2d(2), *_cbr(128, 256))
+        self.fc = nn.Linear(256, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.body(x).mean((2, 3)))
+
+
 class FourConvCNN(nn.Module):
+    """An extra, lighter reference: conv-BN-ReLU at 32, 64, 128, 256 channels, stride 2 from the second conv."""
+
     def __init__(self, in_channels: int, num_classes: int):
         super().__init__()
         widths, layers, c = (32, 64, 128, 256), [], in_channels
@@ -60,127 +92,273 @@ class FourConvCNN(nn.Module):
         return self.fc(self.body(x).mean((2, 3)))
 
 
-def _time_steps(step: Callable[[], None], device: torch.device, warmup: int, steps: int) -> float:
-    """Median seconds per call of ``step``."""
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+@dataclass
+class Workload:
+    name: str
+    step: Callable[[int], None]  # step(i): one forward + backward + update, round i
+    items: int  # tokens or images per step
 
 
-def _sgd_step(model: nn.Module, loss_fn: Callable[[], torch.Tensor]) -> Callable[[], None]:
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+class _KernelCount(TorchDispatchMode):
+    """Counts the aten operators dispatched (each is one kernel launch on a GPU, give or take fusions)."""
 
-    def step() -> None:
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _sgd_step(model: nn.Module, loss_fn: Callable[[int], torch.Tensor]) -> Callable[[int], None]:
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    def step(i: int) -> None:
         opt.zero_grad(set_to_none=True)
-        loss_fn().backward()
+        loss_fn(i).backward()
         opt.step()
 
     return step
 
 
-def bench_rnn(device: torch.device, size: str, warmup: int = 2, steps: int = 5) -> dict[str, Any]:
-    from enas.controller import UniformSampler
-    from enas.spaces.rnn import RnnSpace, RnnSpaceConfig
-
-    s = SIZES[size]["rnn"]
-    info = TaskInfo(vocab_size=s["vocab"])
-    x = torch.randint(0, s["vocab"], (s["bptt"], s["batch"]), device=device)
-    y = torch.randint(0, s["vocab"], (s["bptt"], s["batch"]), device=device)
-    space = RnnSpace(RnnSpaceConfig(hidden=s["hidden"], num_nodes=s["num_nodes"]))
-    sampler = UniformSampler(space)
-    archs = [sampler.sample().arch for _ in range(warmup + steps)]
-
-    base = LSTMLanguageModel(s["vocab"], s["hidden"]).to(device)
-    t_base = _time_steps(_sgd_step(base, lambda: F.cross_entropy(base(x).flatten(0, 1), y.flatten())), device,
-                         warmup, steps)
-
-    supernet = space.build_supernet(info).to(device).train()
-    hidden = supernet.init_hidden(s["batch"])
-    it = iter(archs * 2)
-
-    def super_loss() -> torch.Tensor:
-        logits, _, _ = supernet(x, hidden, arch=next(it))
-        return F.cross_entropy(logits.flatten(0, 1), y.flatten())
-
-    t_super = _time_steps(_sgd_step(supernet, super_loss), device, warmup, steps)
-    arch = archs[0]
-    child = space.build_child(arch, info, final=False).to(device).train()
-    child.load_state_dict(space.child_state_from_supernet(supernet, arch))
-
-    def child_loss() -> torch.Tensor:
-        logits, _, _ = child(x, hidden)
-        return F.cross_entropy(logits.flatten(0, 1), y.flatten())
-
-    def super_fixed_loss() -> torch.Tensor:
-        logits, _, _ = supernet(x, hidden, arch=arch)
-        return F.cross_entropy(logits.flatten(0, 1), y.flatten())
-
-    t_child = _time_steps(_sgd_step(child, child_loss), device, warmup, steps)
-    t_super_fixed = _time_steps(_sgd_step(supernet, super_fixed_loss), device, warmup, steps)
-    tokens = s["bptt"] * s["batch"]
-    return {"space": "rnn", "sizes": s, "supernet_tokens_per_s": tokens / t_super,
-            "lstm_tokens_per_s": tokens / t_base, "supernet_vs_lstm": t_base / t_super, "target_vs_lstm": 0.75,
-            "supernet_vs_child_step": t_super_fixed / t_child, "target_vs_child": 1.15}
+def interleave(workloads: list[Workload], device: torch.device, warmup: int, steps: int) -> dict[str, list[float]]:
+    """Seconds of each workload's step, timed round by round: round i runs every workload's step i in turn."""
+    for i in range(warmup):
+        for w in workloads:
+            w.step(i)
+    times: dict[str, list[float]] = {w.name: [] for w in workloads}
+    for i in range(warmup, warmup + steps):
+        for w in workloads:
+            _sync(device)
+            t = time.perf_counter()
+            w.step(i)
+            _sync(device)
+            times[w.name].append(time.perf_counter() - t)
+    return times
 
 
-def bench_cnn(space_name: str, device: torch.device, size: str, warmup: int = 2, steps: int = 5) -> dict[str, Any]:
-    from enas.controller import UniformSampler
-    from enas.spaces.macro import MacroSpace, MacroSpaceConfig
-    from enas.spaces.micro import MicroSpace, MicroSpaceConfig
-
-    s = SIZES[size][space_name]
-    info = TaskInfo(in_channels=3, image_size=s["image"], num_classes=10)
-    x = torch.randn(s["batch"], 3, s["image"], s["image"], device=device)
-    x = x.contiguous(memory_format=torch.channels_last)  # the layout the image task serves
-    y = torch.randint(0, 10, (s["batch"],), device=device)
-    if space_name == "micro":
-        space = MicroSpace(MicroSpaceConfig(channels=s["channels"], num_layers=s["num_layers"]))
-    else:
-        space = MacroSpace(MacroSpaceConfig(channels=s["channels"], num_layers=s["num_layers"]))
-    sampler = UniformSampler(space)
-    archs = [sampler.sample().arch for _ in range(warmup + steps)]
-    supernet = space.build_supernet(info).to(device).train()
-    it = iter(archs * 2)
-    t_super = _time_steps(_sgd_step(supernet, lambda: F.cross_entropy(supernet(x, arch=next(it))[0], y)), device,
-                          warmup, steps)
-    arch = archs[0]
-    child = space.build_child(arch, info, final=False).to(device).train()
-    child.load_state_dict(space.child_state_from_supernet(supernet, arch))
-    t_child = _time_steps(_sgd_step(child, lambda: F.cross_entropy(child(x)[0], y)), device, warmup, steps)
-    t_fixed = _time_steps(_sgd_step(supernet, lambda: F.cross_entropy(supernet(x, arch=arch)[0], y)), device,
-                          warmup, steps)
-    out = {"space": space_name, "sizes": s, "supernet_images_per_s": s["batch"] / t_super,
-           "supernet_vs_child_step": t_fixed / t_child, "target_vs_child": 1.15}
-    if space_name == "micro":
-        base = FourConvCNN(3, 10).to(device).train()
-        t_base = _time_steps(_sgd_step(base, lambda: F.cross_entropy(base(x), y)), device, warmup, steps)
-        out.update({"cnn4_images_per_s": s["batch"] / t_base, "supernet_vs_cnn4": t_base / t_super,
-                    "target_vs_cnn4": 0.4})
+def _time_alone(fn: Callable[[], Any], device: torch.device, repeats: int) -> list[float]:
+    fn()
+    out = []
+    for _ in range(repeats):
+        _sync(device)
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        out.append(time.perf_counter() - t)
     return out
 
 
-def run_benchmarks(spaces: list[str], device: str = "auto", size: str = "target", verbose: bool = True,
-                   warmup: int = 2, steps: int = 5) -> list[dict[str, Any]]:
-    dev = resolve_device(device)
-    results = []
-    for name in spaces:
-        if name == "rnn":
-            r = bench_rnn(dev, size, warmup, steps)
+def _flops(step: Callable[[int], None], i: int = 0) -> float:
+    with FlopCounterMode(display=False) as counter:
+        step(i)
+    return float(counter.get_total_flops())
+
+
+def _kernels(step: Callable[[int], None], i: int = 0) -> int:
+    with _KernelCount() as counter:
+        step(i)
+    return counter.count
+
+
+def _quartiles(values: list[float]) -> tuple[float, float, float]:
+    if len(values) < 2:
+        return values[0], values[0], values[0]
+    q1, med, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, med, q3
+
+
+def _row(space: str, workload: str, value: float, unit: str, reference: str | None = None,
+         reference_value: float | None = None, ratio: float | None = None, **extra: Any) -> dict[str, Any]:
+    return {"space": space, "workload": workload, "value": value, "unit": unit, "reference": reference,
+            "reference_value": reference_value, "ratio": ratio, **extra}
+
+
+def _ratio_rows(space: str, times: dict[str, list[float]], items: dict[str, int], flops: dict[str, float],
+                pairs: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
+    """One row per (workload, reference, kind): kind "throughput" (ratio = reference time / workload time, higher is
+    better) or "step time" (ratio = workload time / reference time)."""
+    rows = []
+    for name, ref, kind in pairs:
+        per_round = [(r / w if kind == "throughput" else w / r) for w, r in zip(times[name], times[ref])]
+        q1, med, q3 = _quartiles(per_round)
+        if kind == "throughput":
+            value, ref_value = items[name] / statistics.median(times[name]), items[ref] / statistics.median(times[ref])
+            unit = "tokens/s" if space == "rnn" else "images/s"
         else:
-            r = bench_cnn(name, dev, size, warmup, steps)
-        r["device"] = str(dev)
-        r["threads"] = torch.get_num_threads()
-        results.append(r)
+            value, ref_value, unit = statistics.median(times[name]), statistics.median(times[ref]), "s/step"
+        parity = flops[ref] / flops[name] if kind == "throughput" and flops.get(name) else None
+        rows.append(_row(space, name, value, unit, ref, ref_value, med, ratio_q1=q1, ratio_q3=q3,
+                         rounds=len(per_round), flops=flops.get(name), reference_flops=flops.get(ref),
+                         flop_parity_ratio=parity))
+    return rows
+
+
+def _archs(space: Any, n: int) -> list[Any]:
+    from enas.controller import UniformSampler
+
+    sampler = UniformSampler(space)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(ARCH_SEED)
+        return [sampler.sample().arch for _ in range(n)]
+
+
+def _space(name: str, s: dict[str, int]) -> Any:
+    if name == "rnn":
+        from enas.spaces.rnn import RnnSpace, RnnSpaceConfig
+
+        return RnnSpace(RnnSpaceConfig(hidden=s["hidden"], num_nodes=s["num_nodes"]))
+    if name == "micro":
+        from enas.spaces.micro import MicroSpace, MicroSpaceConfig
+
+        return MicroSpace(MicroSpaceConfig(channels=s["channels"], num_layers=s["num_layers"]))
+    from enas.spaces.macro import MacroSpace, MacroSpaceConfig
+
+    return MacroSpace(MacroSpaceConfig(channels=s["channels"], num_layers=s["num_layers"]))
+
+
+def bench_space(name: str, device: torch.device, size: str = "target", warmup: int = 2,
+                steps: int = 20) -> list[dict[str, Any]]:
+    """Every row of one paper space (see the module docstring)."""
+    s = SIZES[size][name]
+    space = _space(name, s)
+    text = name == "rnn"
+    g = torch.Generator().manual_seed(0)
+    if text:
+        info = TaskInfo(vocab_size=s["vocab"])
+        x = torch.randint(0, s["vocab"], (s["bptt"], s["batch"]), generator=g).to(device)
+        y = torch.randint(0, s["vocab"], (s["bptt"], s["batch"]), generator=g).to(device)
+        items = s["bptt"] * s["batch"]
+
+        def loss(model: nn.Module, arch: Any = None) -> torch.Tensor:
+            logits = model(x, model.init_hidden(s["batch"]), arch=arch)[0]
+            return F.cross_entropy(logits.flatten(0, 1), y.flatten())
+    else:
+        info = TaskInfo(in_channels=3, image_size=s["image"], num_classes=10)
+        x = torch.randn(s["batch"], 3, s["image"], s["image"], generator=g).to(device)
+        x = x.contiguous(memory_format=torch.channels_last)  # the layout the image task serves
+        y = torch.randint(0, 10, (s["batch"],), generator=g).to(device)
+        items = s["batch"]
+
+        def loss(model: nn.Module, arch: Any = None) -> torch.Tensor:
+            return F.cross_entropy(model(x, arch=arch)[0], y)
+
+    archs = _archs(space, max(warmup + steps, FIXED_ARCHS))
+    fixed = archs[:FIXED_ARCHS]
+    supernet = space.build_supernet(info).to(device).train()
+    children = []
+    for arch in fixed:
+        child = space.build_child(arch, info, final=False)
+        child.load_state_dict(space.child_state_from_supernet(supernet, arch))
+        children.append(child.to(device).train())
+    child_steps = [_sgd_step(c, lambda i, c=c: loss(c)) for c in children]
+    workloads = [
+        Workload("supernet (fresh arch)", _sgd_step(supernet, lambda i: loss(supernet, archs[i])), items),
+        Workload("supernet (arch k)", _sgd_step(supernet, lambda i: loss(supernet, fixed[i % FIXED_ARCHS])), items),
+        Workload("child (arch k)", lambda i: child_steps[i % FIXED_ARCHS](i), items),
+    ]
+    refs: list[tuple[str, nn.Module]] = []
+    if text:
+        refs.append(("2-layer nn.LSTM LM", LSTMLanguageModel(s["vocab"], s["hidden"])))
+        ref_loss: Callable[[nn.Module], torch.Tensor] = \
+            lambda m: F.cross_entropy(m(x).flatten(0, 1), y.flatten())  # noqa: E731
+    elif name == "micro":
+        refs += [("plain CNN", PlainCNN(3, 10)), ("4-conv CNN", FourConvCNN(3, 10))]
+        ref_loss = lambda m: F.cross_entropy(m(x), y)  # noqa: E731
+    for ref_name, model in refs:
+        model = model.to(device).train()
+        if not text:
+            model = model.to(memory_format=torch.channels_last)
+        workloads.append(Workload(ref_name, _sgd_step(model, lambda i, m=model: ref_loss(m)), items))
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = interleave(workloads, device, warmup, steps)
+    flops = {w.name: statistics.fmean(_flops(w.step, i) for i in range(FIXED_ARCHS if "arch" in w.name else 1))
+             for w in workloads}
+    item_counts = {w.name: w.items for w in workloads}
+    pairs = [("supernet (fresh arch)", ref, "throughput") for ref, _ in refs]
+    pairs.append(("supernet (arch k)", "child (arch k)", "step time"))
+    rows = _ratio_rows(name, times, item_counts, flops, pairs)
+
+    kernels = statistics.fmean(_kernels(workloads[0].step, i) for i in range(FIXED_ARCHS))
+    rows.append(_row(name, "kernels per supernet step", kernels, "aten ops",
+                     note="forward + backward + optimizer, mean over the fixed archs"))
+    rows += _side_rows(name, space, supernet, children[0], fixed[0], info, loss, items, device, steps)
+    if device.type == "cuda":
+        peak, where = torch.cuda.max_memory_allocated(device) / 2**20, "GPU, this space"
+    else:
+        peak, where = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process RSS so far"
+    rows.append(_row(name, "peak memory", peak, "MiB", note=where))
+    return rows
+
+
+def _side_rows(name: str, space: Any, supernet: nn.Module, child: nn.Module, arch: Any, info: TaskInfo,
+               loss: Callable[..., torch.Tensor], items: int, device: torch.device, steps: int) -> list[dict]:
+    """Controller step, eval forward (derive and validation) and final-training step, each timed on its own."""
+    from enas.controller import Controller
+    from enas.presets import make_config
+    from enas.reinforce import ReinforceTrainer
+
+    repeats = max(3, steps // 4)
+    rows = []
+    ccfg = make_config(name, "paper", "search").controller
+    controller = Controller(space, ccfg)
+    trainer = ReinforceTrainer(controller, ccfg)
+    rewards = iter(torch.rand(10_000, generator=torch.Generator().manual_seed(1)).tolist())
+    t = statistics.median(_time_alone(lambda: trainer.step(lambda a: next(rewards)), torch.device("cpu"), repeats))
+    rows.append(_row(name, "controller step", t, "s/step",
+                     note=f"{ccfg.num_aggregate} samples + one REINFORCE update (paper preset), on the CPU"))
+
+    def eval_forward() -> None:
+        with torch.no_grad():
+            loss(supernet, arch)
+
+    supernet.eval()
+    t = statistics.median(_time_alone(eval_forward, device, repeats))
+    supernet.train()
+    rows.append(_row(name, "eval forward (derive, validation)", items / t,
+                     "tokens/s" if name == "rnn" else "images/s", note="supernet, fixed arch, no grad"))
+    final = space.build_child(arch, info, final=True).to(device).train()
+    if name != "rnn":
+        final = final.to(memory_format=torch.channels_last)
+    step = _sgd_step(final, lambda i: loss(final))
+    t = statistics.median(_time_alone(lambda: step(0), device, repeats))
+    rows.append(_row(name, "final-training step", items / t, "tokens/s" if name == "rnn" else "images/s",
+                     note="standalone child with its final layers, benchmark sizes"))
+    return rows
+
+
+def run_benchmarks(spaces: list[str], device: str = "auto", size: str = "target", verbose: bool = True,
+                   warmup: int = 2, steps: int = 20) -> dict[str, Any]:
+    """``{"rows": [...], "device", "device_name", "threads", "torch", "size", "steps", "warmup"}``."""
+    import platform
+
+    dev = resolve_device(device)
+    rows = []
+    for name in spaces:
+        space_rows = bench_space(name, dev, size, warmup, steps)
+        rows += space_rows
         if verbose:
-            ratios = {k: round(v, 3) for k, v in r.items() if "_vs_" in k}
-            print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in ratios.items()), flush=True)
-    return results
+            for r in space_rows:
+                print(format_row(r), flush=True)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine()
+    return {"rows": rows, "device": str(dev), "device_name": name, "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "size": size, "steps": steps, "warmup": warmup}
+
+
+def format_row(r: dict[str, Any]) -> str:
+    text = f"{r['space']}: {r['workload']} {r['value']:.4g} {r['unit']}"
+    if r.get("reference"):
+        text += f" | {r['reference']} {r['reference_value']:.4g}: ratio {r['ratio']:.3f}"
+        if r.get("ratio_q1") is not None:
+            text += f" (quartiles {r['ratio_q1']:.3f}-{r['ratio_q3']:.3f}, {r['rounds']} rounds)"
+        if r.get("flop_parity_ratio"):
+            text += f", FLOP parity {r['flop_parity_ratio']:.3f}"
+    return text

@@ -117,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--size", choices=("target", "small"), default="target",
                    help="target: the sizes of the performance targets; small: a seconds-long smoke run")
-    p.add_argument("--json", dest="json_out", metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--json", dest="json_out", metavar="FILE", help="also write the rows as JSON ({\"rows\": [...]})")
+    p.add_argument("--steps", type=int, default=20, help="timed rounds (each runs every workload once; default 20)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
 
     p = sub.add_parser("data", help="load (and download if needed) a dataset and print its statistics")
     p.add_argument("name", help="ptb | cifar10 | fashion-mnist | FILE.npz")
@@ -478,9 +480,23 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from enas.bench import run_benchmarks
 
-    results = run_benchmarks(args.space or list(PAPER_SPACES), device=args.device, size=args.size)
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(results, indent=2) + "\n")
+    if args.steps < 1 or args.warmup < 0:
+        raise UserError("--steps must be at least 1 and --warmup at least 0")
+    out = Path(args.json_out) if args.json_out else None
+    if out is not None:  # find out now, not after minutes of benchmarking
+        existed = out.exists()
+        try:
+            with out.open("a"):
+                pass
+        except OSError as e:
+            raise UserError(f"cannot write --json {out} ({e.strerror or e}); pass a writable path") from None
+        if not existed:
+            out.unlink()
+    results = run_benchmarks(args.space or list(PAPER_SPACES), device=args.device, size=args.size,
+                             warmup=args.warmup, steps=args.steps)
+    if out is not None:
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"written: {out}")
     return 0
 
 
