@@ -1,6 +1,9 @@
 """The `enas` command: search | derive | train | eval | export | show | bench | data | rank.
 
 Exit status: 0 success, 2 user error (one line on stderr, no traceback), 1 internal error, 130 interrupted.
+
+``search`` and ``train`` also run data-parallel under torchrun (docs/distributed.md): every rank runs the command,
+rank 0 alone prints the reports and writes the run directory.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from enas import distributed as dist
 from enas import registry
 from enas.errors import UserError
 from enas.registry import text_space
@@ -191,6 +195,10 @@ def _seeds_arg(args: argparse.Namespace) -> list[int] | None:
         return None
     from enas.seeds import parse_seeds
 
+    if dist.active():
+        raise UserError("--seeds runs the seeds one after another; under torchrun start one launch per seed, or run "
+                        "several seeds at once, one process per GPU, without torchrun (docs/distributed.md)")
+
     if args.seed is not None:
         raise UserError("give --seed N for one run or --seeds A,B,C for one run per seed, not both")
     return parse_seeds(args.seeds)
@@ -287,15 +295,17 @@ def cmd_search(args: argparse.Namespace) -> int:
             print(dump_yaml(cfg), end="")
             return 0
         out = args.out or _default_out("search", args.space)
-        print(f"enas search: space {cfg.space}, data {cfg.dataset}, preset {cfg.preset}, "
-              f"policy {cfg.search.policy}, run directory {out}", flush=True)
+        if dist.is_main():
+            print(f"enas search: space {cfg.space}, data {cfg.dataset}, preset {cfg.preset}, "
+                  f"policy {cfg.search.policy}, run directory {out}", flush=True)
     if seeds is None:
         if args.resume:
             _check_not_seeds_dir(out)
             summary = Search(None, out, resume=True, progress=progress, overrides=overrides).run()
         else:
             summary = Search(cfg, out, progress=progress).run()
-        _report_search(summary)
+        if dist.is_main():
+            _report_search(summary)
         return 0
 
     from enas.seeds import run_seeds
@@ -379,15 +389,17 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(dump_yaml(cfg), end="")
             return 0
         out = args.out or _default_out("train", arch.space)
-        print(f"enas train: space {cfg.space}, data {cfg.dataset}, preset {cfg.preset}, run directory {out}",
-              flush=True)
+        if dist.is_main():
+            print(f"enas train: space {cfg.space}, data {cfg.dataset}, preset {cfg.preset}, run directory {out}",
+                  flush=True)
     if seeds is None:
         if args.resume:
             _check_not_seeds_dir(out)
             summary = FinalTraining(None, None, out, resume=True, progress=progress, overrides=overrides).run()
         else:
             summary = FinalTraining(cfg, arch, out, progress=progress).run()
-        _report_train(summary)
+        if dist.is_main():
+            _report_train(summary)
         return 0
 
     from enas.arch import arch_from_json
@@ -543,12 +555,21 @@ COMMANDS = {"search": cmd_search, "derive": cmd_derive, "train": cmd_train, "eva
 COMMANDS["rank"] = cmd_rank
 
 
+DISTRIBUTED_COMMANDS = ("search", "train")  # the commands that run data-parallel under torchrun
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if dist.requested():  # started by torchrun as one of several processes
+            if args.command not in DISTRIBUTED_COMMANDS:
+                raise UserError(f"enas {args.command} runs as one process: start it without torchrun (only search "
+                                "and train run data-parallel)")
+            dist.init()
         return COMMANDS[args.command](args)
     except UserError as e:
-        print(f"enas: error: {e}", file=sys.stderr)
+        who = f" (rank {dist.rank()})" if not dist.is_main() else ""
+        print(f"enas: error{who}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"enas: {_interrupt_message()}", file=sys.stderr)
@@ -569,6 +590,8 @@ def main(argv: list[str] | None = None) -> int:
                   "model.channels=...) or the batch size (--set task.batch_size=...)", file=sys.stderr)
             return 2
         raise
+    finally:
+        dist.destroy()  # leave the process group (nothing in one process)
 
 
 def _interrupt_message() -> str:

@@ -69,10 +69,15 @@ def clip_gradients(params: Iterable[nn.Parameter], max_norm: float | None) -> fl
     return float(torch.nn.utils.clip_grad_norm_(list(params), max_norm))
 
 
-def sgd_step(optimizer: torch.optim.Optimizer, model: nn.Module, loss: torch.Tensor, grad_clip: float | None) -> None:
-    """Backward ``loss``, clip the global gradient norm of ``model`` (if set), and step."""
+def sgd_step(optimizer: torch.optim.Optimizer, model: nn.Module, loss: torch.Tensor, grad_clip: float | None,
+             sync: Callable[[], None] | None = None) -> None:
+    """Backward ``loss``, ``sync()`` the gradients (data parallelism: average them over the ranks, so that the
+    clipping and the step see the gradient of the global batch), clip the global gradient norm of ``model`` (if
+    set), and step."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if sync is not None:
+        sync()
     clip_gradients(model.parameters(), grad_clip)
     optimizer.step()
 

@@ -8,9 +8,12 @@ from typing import Any
 
 
 class Progress:
-    def __init__(self, enabled: bool | None = None, stream: Any = None):
+    """``silent``: no bar and no lines at all (the ranks other than 0 of a distributed run)."""
+
+    def __init__(self, enabled: bool | None = None, stream: Any = None, silent: bool = False):
         self.stream = stream or sys.stderr
-        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.silent = silent
+        self.enabled = not silent and (self.stream.isatty() if enabled is None else enabled)
         self.label, self.total, self.t0 = "", 0, 0.0
 
     def start(self, label: str, total: int) -> None:
@@ -33,5 +36,6 @@ class Progress:
             self.stream.flush()
 
     def line(self, text: str) -> None:
-        """A permanent line (epoch summaries): always printed."""
-        print(text, file=self.stream, flush=True)
+        """A permanent line (epoch summaries): always printed, unless silent."""
+        if not self.silent:
+            print(text, file=self.stream, flush=True)

@@ -304,6 +304,66 @@ class RunDir:
         return ckpt
 
 
+class PeerRunDir(RunDir):
+    """The run directory as the ranks other than 0 of a distributed run see it (`open_run_dir`):
+    the same methods, but it never creates, locks or writes anything, since rank 0 owns the directory. It reads the
+    checkpoint (each rank loads it to resume) and no metrics (the history only feeds rank 0's logs and plots)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.ckpt_dir = self.path / "checkpoints"
+        self._locked, self.created, self._tb = False, False, False
+
+    def load_checkpoint(self, map_location: Any = "cpu") -> dict[str, Any]:
+        if not self.checkpoint_path.is_file():  # rank 0 found it: this rank does not see rank 0's disk
+            raise UserError(f"{self.checkpoint_path} exists on rank 0 but not on this machine; put --out on a file "
+                            "system every machine shares to resume a run of several machines")
+        return super().load_checkpoint(map_location)
+
+    def read_metrics(self, kind: str | None = None) -> list[dict[str, Any]]:
+        return []
+
+    def log(self, kind: str, **fields: Any) -> None:
+        pass
+
+    def truncate_metrics(self, after_epoch: int) -> None:
+        pass
+
+    def write_text(self, name: str, text: str) -> Path:
+        return self.path / name
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        """Nothing to release: a peer holds no lock."""
+
+    def abandon(self) -> None:
+        pass
+
+
+def open_run_dir(out: str | os.PathLike, resume: bool) -> RunDir:
+    """``RunDir(out, resume)`` in one process and on rank 0 of a distributed run; a `PeerRunDir` that reads but
+    never writes on the other ranks. Rank 0's success or `UserError` is broadcast, so every rank fails alike
+    instead of waiting for a rank that is gone."""
+    from enas import distributed as dist
+
+    if not dist.active():
+        return RunDir(out, resume=resume)
+    run_dir = error = None
+    if dist.is_main():
+        try:
+            run_dir = RunDir(out, resume=resume)
+        except UserError as e:
+            error = e
+    message = dist.broadcast_object(None if error is None else str(error))
+    if error is not None:
+        raise error
+    if message is not None:
+        raise UserError(message)
+    return run_dir if run_dir is not None else PeerRunDir(out)
+
+
 def checkpoint_config(ckpt: dict[str, Any], where: str = "the checkpoint") -> Any:
     """The config of a checkpoint, rebuilt through its preset from the plain dict that it stores.
 

@@ -9,6 +9,10 @@ Each epoch (spec 1.1):
      write a metrics line and an atomic checkpoint.
 At the end, `derive` samples candidate archs, scores each on the whole validation split, and writes
 ``candidates.csv`` and the best as ``arch.json`` (with a picture). The test split is never used here.
+
+Under torchrun every rank runs this loop on its share of each batch (`enas.distributed`, docs/distributed.md): the
+same archs everywhere (checked after every phase), gradients averaged after each backward, BN statistics averaged
+after each shared phase, rewards and metrics global; rank 0 alone writes the run directory.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 
 import torch
 
+from enas import distributed as dist
 from enas.arch import Arch, save_arch
 from enas.build import build_space, build_task, explain_out_of_memory
 from enas.config import Config, apply_resume_overrides, dump_yaml
@@ -30,7 +35,7 @@ from enas.errors import ConfigError
 from enas.optim import StatsMean, check_finite, lr_at, make_sgd, set_lr, sgd_step
 from enas.progress import Progress
 from enas.reinforce import ReinforceTrainer
-from enas.runs import RunDir, environment_info, resolve_device, rng_state, seed_everything, set_rng_state
+from enas.runs import environment_info, open_run_dir, resolve_device, rng_state, seed_everything, set_rng_state
 from enas.validate import validate_config
 
 PHASES = ("shared", "controller", "eval")
@@ -44,7 +49,8 @@ class Search:
                  overrides: list[tuple[str, Any]] | None = None):
         if not resume:
             validate_config(cfg)
-        self.run_dir = RunDir(out, resume=resume)
+        dist.init()  # under torchrun: join the other ranks (a no-op otherwise, or when `enas` did it already)
+        self.run_dir = open_run_dir(out, resume)  # under torchrun, rank 0 alone writes it
         try:
             self._setup(cfg, out, resume, progress, overrides)
         except BaseException:
@@ -69,12 +75,20 @@ class Search:
         self.cfg = cfg
         if cfg.search.policy not in POLICIES:
             raise ConfigError(f"search.policy: {cfg.search.policy!r} is not one of {list(POLICIES)}")
-        self.device = resolve_device(cfg.device)
-        seed_everything(cfg.seed)
+        self.device = dist.device(resolve_device(cfg.device))
+        seed_everything(cfg.seed)  # the same seed on every rank: the same archs and batches (distributed.py)
         self.task = build_task(cfg, self.device)
+        self._digest: dist.ArchDigest | None = None  # distributed: the archs this rank used since the last check
+        self._sync = None  # distributed: averages the gradients after each backward
+        if dist.active():
+            self.task.shard(dist.rank(), dist.world())
+            self._digest = dist.ArchDigest()
+            self._sync = lambda: dist.average_gradients(self.supernet.parameters())
         self.space = build_space(cfg)
         with explain_out_of_memory(cfg, f"the {cfg.space} supernet"):
             self.supernet = self.space.build_supernet(self.task.info).to(self.device)
+        # what the task calls: distributed, the supernet drawing its random masks from this rank's own stream
+        self._net = dist.RankRandom(self.supernet, cfg.seed, self.device) if dist.active() else self.supernet
         # The controller is tiny and sequential: it stays on the CPU, where sampling needs no device syncs.
         self.controller = Controller(self.space, cfg.controller)
         self.trainer = ReinforceTrainer(self.controller, cfg.controller)
@@ -84,11 +98,13 @@ class Search:
         self.optimizer = make_sgd(self.supernet.parameters(), cfg.search.optim)
         self.epoch = 0  # completed epochs
         self.seconds = {p: 0.0 for p in PHASES}
-        self.progress = Progress(enabled=progress)
+        self.progress = Progress(enabled=progress, silent=not dist.is_main())
         if resume:
             self._restore(ckpt)
         else:
             self.run_dir.write_text("config.yaml", dump_yaml(cfg))
+        if dist.active():  # equal already (same seed, same checkpoint); made certain, once
+            dist.broadcast_tensors([*self.supernet.state_dict().values(), *self.controller.state_dict().values()])
 
     # --- checkpoints -------------------------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -118,7 +134,15 @@ class Search:
     # --- the loop ----------------------------------------------------------------------------------------------
     def sample_arch(self) -> Arch:
         with torch.no_grad():
-            return self.sampler.sample().arch
+            arch = self.sampler.sample().arch
+        if self._digest is not None:
+            self._digest.add(arch)
+        return arch
+
+    def _check_archs(self, where: str) -> None:
+        """Distributed: stop every rank if any of them used other archs than rank 0 since the last check."""
+        if self._digest is not None:
+            self._digest.check(where)
 
     def _reward_mode(self) -> None:
         """Rewards, validation and derive scores all use ``search.reward_mode``: "eval" (BN running statistics,
@@ -126,7 +150,9 @@ class Search:
         self.supernet.train(self.cfg.search.reward_mode == "train")
 
     def reward(self, arch: Arch) -> float:
-        return self.task.reward(self.supernet, self.task.reward_batch(), arch)
+        if self._digest is not None:  # distributed: the controller's samples reach the search here
+            self._digest.add(arch)
+        return self.task.reward(self._net, self.task.reward_batch(), arch)
 
     def train_shared(self, epoch: int) -> dict[str, float]:
         cfg = self.cfg.search
@@ -134,6 +160,8 @@ class Search:
         set_lr(self.optimizer, lr)
         self.supernet.train()
         self.task.start_epoch(self.supernet)
+        if dist.active():
+            self._net.start_epoch(epoch)
         total = self.task.num_train_batches()
         if cfg.shared_steps:
             total = min(total, cfg.shared_steps)
@@ -147,14 +175,21 @@ class Search:
                 sample = self.sampler.sample()
             arch = sample.arch
             counter.add(sample.actions, sample.skip_rate)
-            loss, stats = self.task.shared_loss(self.supernet, batch, arch)
+            if self._digest is not None:
+                self._digest.add(arch)
+            loss, stats = self.task.shared_loss(self._net, batch, arch)
             check_finite(loss, lambda: f"in shared training (epoch {epoch + 1}, step {stats_mean.count + 1})",
                          self.run_dir.path)
-            sgd_step(self.optimizer, self.supernet, loss, cfg.optim.grad_clip)
+            sgd_step(self.optimizer, self.supernet, loss, cfg.optim.grad_clip, sync=self._sync)
             stats_mean.add(stats)
             self.progress.update(stats_mean.count, stats)
         self.progress.end()
-        return {"lr": lr, "steps": stats_mean.count, **stats_mean.means("train_"), **counter.fields()}
+        means = stats_mean.means("train_")
+        if dist.active():  # every rank's shards: the figures of the global batches
+            self._check_archs(f"shared training of epoch {epoch + 1}")
+            dist.average_buffers(self.supernet)
+            means = {k: v / dist.world() for k, v in dist.all_reduce_sums(means).items()}
+        return {"lr": lr, "steps": stats_mean.count, **means, **counter.fields()}
 
     def train_controller(self, epoch: int) -> dict[str, float]:
         if self.cfg.search.policy != "enas":  # a uniform sampler is not trained
@@ -165,6 +200,7 @@ class Search:
         stats = self.trainer.train_epoch(self.reward, steps=cfg.train_steps,
                                          callback=lambda i, s: self.progress.update(i + 1, s))
         self.progress.end()
+        self._check_archs(f"controller training of epoch {epoch + 1}")
         return {f"controller_{k}": v for k, v in stats.items()}
 
     def log_sampled_archs(self, epoch: int) -> list[float]:
@@ -180,12 +216,15 @@ class Search:
 
     def evaluate(self) -> dict[str, float]:
         self._reward_mode()
-        metrics = self.task.evaluate(self.supernet, "valid", arch_fn=self.sample_arch)
+        metrics = self.task.evaluate(self._net, "valid", arch_fn=self.sample_arch)
         return {f"valid_{k}": v for k, v in metrics.items()}
 
     def run(self) -> dict[str, Any]:
         with explain_out_of_memory(self.cfg, f"the {self.cfg.space} supernet"):
-            return self._run()
+            try:
+                return self._run()
+            finally:  # the lock goes with the run, not with this object (which cycles may keep alive)
+                self.run_dir.close()
 
     def _run(self) -> dict[str, Any]:
         cfg = self.cfg.search
@@ -209,6 +248,7 @@ class Search:
                 record.update(self.evaluate())
             self.seconds["eval"] += time.perf_counter() - t
             record.update({f"seconds_{k}": v for k, v in self.seconds.items()})
+            self._check_archs(f"validation of epoch {e + 1}")
             self.epoch = e + 1
             self.run_dir.log("epoch", epoch=self.epoch, **record)
             previous = monitor.last
@@ -217,7 +257,8 @@ class Search:
             for kind, message in warnings:
                 self.run_dir.log("warning", epoch=self.epoch, warning=kind, message=message)
                 self.progress.line(f"warning: {message}")
-            self.run_dir.save_checkpoint(self._state())
+            dist.average_buffers(self.supernet)  # distributed: rank 0 saves what every rank holds
+            self.run_dir.save_checkpoint(self._state())  # every rank builds the state (the text task gathers)
         return self.derive()
 
     def _score(self, archs: dict[str, Arch], label: str | None = None) -> list[tuple]:
@@ -227,13 +268,28 @@ class Search:
         if label:
             self.progress.start(label, len(archs))
         for i, (key, arch) in enumerate(archs.items()):
-            metrics = self.task.evaluate(self.supernet, "valid", arch_fn=lambda a=arch: a)
+            metrics = self.task.evaluate(self._net, "valid", arch_fn=lambda a=arch: a)
             scored.append((metrics["score"], key, arch, metrics))
             if label:
                 self.progress.update(i + 1, {"best": max(s[0] for s in scored)})
         if label:
             self.progress.end()
         return sorted(scored, key=lambda s: -s[0])
+
+    def _write_arch(self, best: Arch) -> Path | None:
+        """arch.json and, with matplotlib, the arch's picture and the curves; returns the picture's path."""
+        save_arch(best, self.run_dir.path / "arch.json")
+        picture = None
+        try:
+            from enas.viz import draw_arch, plot_curves, plot_op_shares
+
+            picture = draw_arch(best, self.run_dir.path / "arch.png", title=f"{self.cfg.space}: best derived arch")
+            if self.run_dir.read_metrics("epoch"):
+                plot_curves(self.run_dir.metrics_path, self.run_dir.path / "curves.png")
+                plot_op_shares(self.run_dir.metrics_path, self.run_dir.path / "ops.png", required=False)
+        except ImportError:  # matplotlib missing: the arch file is what matters
+            pass
+        return picture
 
     def _trend(self) -> dict[str, list[float]]:
         """First and last epoch values of the controller's reward and entropy and of the validation figures."""
@@ -285,6 +341,8 @@ class Search:
             with torch.no_grad():
                 arch = self.controller.sample(greedy=True).arch
             candidates[arch.to_fixed_arc()] = arch
+            if self._digest is not None:
+                self._digest.add(arch)
         tries = 0
         while len(candidates) < samples + int(greedy) and tries < 20 * max(samples, 1):
             arch = self.sample_arch()
@@ -292,20 +350,11 @@ class Search:
             tries += 1
         scored = self._score(candidates, "derive")
         reference = self._uniform_reference()
+        self._check_archs("derive")
         self.seconds["eval"] += time.perf_counter() - t
         best_score, _, best, best_metrics = scored[0]
         self.run_dir.write_text("candidates.csv", _candidates_csv(scored))
-        save_arch(best, self.run_dir.path / "arch.json")
-        picture = None
-        try:
-            from enas.viz import draw_arch, plot_curves, plot_op_shares
-
-            picture = draw_arch(best, self.run_dir.path / "arch.png", title=f"{self.cfg.space}: best derived arch")
-            if self.run_dir.read_metrics("epoch"):
-                plot_curves(self.run_dir.metrics_path, self.run_dir.path / "curves.png")
-                plot_op_shares(self.run_dir.metrics_path, self.run_dir.path / "ops.png", required=False)
-        except ImportError:  # matplotlib missing: the arch file is what matters
-            pass
+        picture = self._write_arch(best) if dist.is_main() else None  # rank 0 owns the run directory
         self.run_dir.log("derive", epoch=self.epoch, candidates=len(scored), best_score=best_score,
                          fixed_arc=best.to_fixed_arc(),
                          **({"uniform_median": reference["median"]} if reference else {}))

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from enas import distributed as dist
 from enas import registry
 from enas.arch import Arch, arch_from_json
 from enas.build import build_space, build_task, explain_out_of_memory, fit_model_to_arch
@@ -28,9 +29,9 @@ from enas.optim import StatsMean, check_finite, lr_at, make_sgd, set_lr, sgd_ste
 from enas.presets import config_from_dict
 from enas.progress import Progress
 from enas.runs import (
-    RunDir,
     atomic_write_bytes,
     environment_info,
+    open_run_dir,
     resolve_device,
     rng_state,
     seed_everything,
@@ -84,7 +85,8 @@ class FinalTraining:
                  progress: bool | None = None, overrides: list[tuple[str, Any]] | None = None):
         if not resume:
             validate_config(cfg)
-        self.run_dir = RunDir(out, resume=resume)
+        dist.init()  # under torchrun: join the other ranks (a no-op otherwise, or when `enas` did it already)
+        self.run_dir = open_run_dir(out, resume)  # under torchrun, rank 0 alone writes it
         try:
             self._setup(cfg, arch, resume, progress, overrides)
         except BaseException:
@@ -106,25 +108,34 @@ class FinalTraining:
                             f"space; pass --space {arch.space} or another arch file")
         fit_model_to_arch(cfg, arch)
         self.cfg, self.arch = cfg, arch
-        self.device = resolve_device(cfg.device)
-        seed_everything(cfg.seed)
+        self.device = dist.device(resolve_device(cfg.device))
+        seed_everything(cfg.seed)  # the same seed on every rank: the same batches and initial weights
         self.task = build_task(cfg, self.device)
+        self._sync = None  # distributed: averages the gradients after each backward (enas.distributed)
+        if dist.active():
+            self.task.shard(dist.rank(), dist.world())
+            self._sync = lambda: dist.average_gradients(self.model.parameters())
         self.space = build_space(cfg)
         with explain_out_of_memory(cfg, f"the {cfg.space} child network"):
             self.model = self.space.build_child(arch, self.task.info, final=True).to(self.device)
+        # what the task calls: distributed, the model drawing its random masks from this rank's own stream
+        self._net = dist.RankRandom(self.model, cfg.seed, self.device) if dist.active() else self.model
         self.optimizer = make_sgd(self.model.parameters(), cfg.train.optim)
         self.average: WeightAverage | None = None
         self.valid_history: list[float] = []  # validation losses until averaging starts, oldest first
         self.epoch = 0
         self.seconds = {"train": 0.0, "eval": 0.0}
-        self.progress = Progress(enabled=progress)
+        self.progress = Progress(enabled=progress, silent=not dist.is_main())
         if ckpt is not None:
             self._restore(ckpt)
         else:
             self.run_dir.write_text("config.yaml", dump_yaml(cfg))
             from enas.arch import save_arch
 
-            save_arch(arch, self.run_dir.path / "arch.json")
+            if dist.is_main():
+                save_arch(arch, self.run_dir.path / "arch.json")
+        if dist.active():  # equal already (same seed, same checkpoint); made certain, once
+            dist.broadcast_tensors(self.model.state_dict().values())
 
     @property
     def has_valid(self) -> bool:
@@ -158,7 +169,7 @@ class FinalTraining:
         if self.average is not None:
             self.average.swap()
         try:
-            return self.task.evaluate(self.model, split)
+            return self.task.evaluate(self._net, split)
         finally:
             if self.average is not None:
                 self.average.swap()
@@ -169,6 +180,8 @@ class FinalTraining:
         set_lr(self.optimizer, lr)
         self.model.train()
         self.task.start_epoch(self.model)
+        if dist.active():
+            self._net.start_epoch(epoch)
         per_epoch = self.task.num_train_batches()
         total_steps = per_epoch * cfg.epochs
         stats_mean = StatsMean()
@@ -176,20 +189,27 @@ class FinalTraining:
         for batch in self.task.train_batches():
             if hasattr(self.model, "drop_path_progress"):
                 self.model.drop_path_progress = min(1.0, (epoch * per_epoch + stats_mean.count + 1) / total_steps)
-            loss, stats = self.task.shared_loss(self.model, batch)
+            loss, stats = self.task.shared_loss(self._net, batch)
             check_finite(loss, lambda: f"in final training (epoch {epoch + 1}, step {stats_mean.count + 1})",
                          self.run_dir.path, lr_key="train.optim.lr")
-            sgd_step(self.optimizer, self.model, loss, cfg.optim.grad_clip)
+            sgd_step(self.optimizer, self.model, loss, cfg.optim.grad_clip, sync=self._sync)
             if self.average is not None:
                 self.average.update()
             stats_mean.add(stats)
             self.progress.update(stats_mean.count, stats)
         self.progress.end()
-        return {"lr": lr, **stats_mean.means("train_")}
+        means = stats_mean.means("train_")
+        if dist.active():  # every rank's shards: the figures of the global batches; one model on every rank
+            dist.average_buffers(self.model)
+            means = {k: v / dist.world() for k, v in dist.all_reduce_sums(means).items()}
+        return {"lr": lr, **means}
 
     def run(self) -> dict[str, Any]:
         with explain_out_of_memory(self.cfg, f"the {self.cfg.space} child network"):
-            return self._run()
+            try:
+                return self._run()
+            finally:  # the lock goes with the run, not with this object (which cycles may keep alive)
+                self.run_dir.close()
 
     def _run(self) -> dict[str, Any]:
         cfg = self.cfg.train
@@ -235,7 +255,8 @@ class FinalTraining:
         if self.average is not None:
             self.average.swap()  # the saved model holds the averaged weights
         model_path = self.run_dir.path / "model.pt"
-        save_model(model_path, self.model, self.arch, self.cfg, self.task.info)
+        if dist.is_main():
+            save_model(model_path, self.model, self.arch, self.cfg, self.task.info)
         if self.average is not None:
             self.average.swap()
         n_params = sum(p.numel() for p in self.model.parameters())
@@ -251,7 +272,8 @@ class FinalTraining:
         try:
             from enas.viz import plot_curves
 
-            plot_curves(self.run_dir.metrics_path, self.run_dir.path / "curves.png")
+            if dist.is_main():
+                plot_curves(self.run_dir.metrics_path, self.run_dir.path / "curves.png")
         except ImportError:
             pass
         return summary

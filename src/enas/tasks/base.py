@@ -6,6 +6,11 @@ checkpointed through `state_dict` and a resumed run sees the same batches as one
 
 ``arch`` arguments are passed through to the model untouched (``model(x, arch=arch)``); a child model ignores
 them, so the same calls serve search (supernet) and final training (child).
+
+Under torchrun (`enas.distributed`) each process calls `Task.shard` once after building the task: from then on
+it draws every minibatch exactly as one process would (same generator, same global batch) and keeps only its
+rank's share of the rows (text: of the columns); `reward` and `evaluate` all-reduce what they count, so every rank
+returns the global figure.
 """
 
 from __future__ import annotations
@@ -17,14 +22,45 @@ from typing import Any
 import torch
 from torch import nn
 
+from enas.distributed import all_reduce_sums
+from enas.errors import ConfigError
 from enas.spaces.base import TaskInfo
 
 Batch = Any  # task-specific tuple of device tensors
 
 
+def sharded_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, arch: Any) -> float:
+    """Accuracy of a classifier (``logits, _ = model(x)``) over every rank's share of one minibatch: the hits and
+    rows of all ranks summed, so that each rank returns the accuracy of the global minibatch."""
+    hits = 0.0
+    if y.numel():
+        logits, _ = model(x, arch=arch)
+        hits = float((logits.argmax(dim=1) == y).sum())
+    total = all_reduce_sums({"hits": hits, "rows": float(y.numel())})
+    return total["hits"] / max(total["rows"], 1.0)
+
+
 class Task(ABC):
     info: TaskInfo
     device: torch.device
+    rank, world = 0, 1  # this process's share of every batch (see `shard`); 0, 1: the whole batch
+
+    def shard(self, rank: int, world: int) -> None:
+        """Keep rank ``rank``'s share of ``world`` of every batch from now on (data parallelism). A task that
+        cannot be split refuses; the built-in ones check that their batch sizes divide among ``world`` ranks."""
+        raise ConfigError(f"the {type(self).__name__} task cannot be split across processes; run it as one "
+                          "process (without torchrun)")
+
+    def _check_divisible(self, cfg: Any, keys: tuple[str, ...], world: int) -> None:
+        for key in keys:
+            value = getattr(cfg, key)
+            if value % world:
+                raise ConfigError(f"task.{key}={value} does not split among {world} processes: it is the global "
+                                  f"batch, set it to a multiple of {world}")
+
+    def share(self, n: int) -> slice:
+        """This rank's contiguous part of ``n`` rows (balanced; may be empty when n < world)."""
+        return slice(n * self.rank // self.world, n * (self.rank + 1) // self.world)
 
     @abstractmethod
     def train_batches(self) -> Iterator[Batch]:

@@ -27,9 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from enas.distributed import all_reduce_sums
 from enas.errors import ConfigError
 from enas.spaces.base import TaskInfo
-from enas.tasks.base import Task
+from enas.tasks.base import Task, sharded_accuracy
 from enas.tasks.image_data import ImageDataset, load_image_dataset
 
 PAD = 4  # zero padding before the random crop (authors' code)
@@ -229,8 +230,18 @@ class ImageClassificationTask(Task):
     def _normalised(self, split: str, idx: torch.Tensor | slice, aug: AugmentParams | None = None) -> torch.Tensor:
         return gather_batch(self._x[split], idx, self._shift, self._scale, aug, self.cfg.cutout)
 
+    def shard(self, rank: int, world: int) -> None:
+        """Keep rank ``rank``'s contiguous share of every training, reward and evaluation batch. The last training
+        batch of an epoch is cut to a multiple of ``world`` rows (so every rank's gradient weighs the same number of
+        rows: fewer than ``world`` images per epoch go unused, different ones each epoch)."""
+        self._check_divisible(self.cfg, ("batch_size", "reward_batch_size", "eval_batch_size"), world)
+        self.rank, self.world = rank, world
+
     def num_train_batches(self) -> int:
-        return math.ceil(self._y["train"].shape[0] / self.cfg.batch_size)
+        n, bs = self._y["train"].shape[0], self.cfg.batch_size
+        if 0 < n % bs < self.world:  # sharded: a last batch of fewer rows than ranks is skipped
+            return n // bs
+        return math.ceil(n / bs)
 
     def train_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yields (images (B, C, S, S) float, labels (B,)) over a fresh permutation of the training part; the last
@@ -255,6 +266,13 @@ class ImageClassificationTask(Task):
             end = min(pos + bs, n)
             # Advance the cursor before yielding, so a checkpoint taken after this batch resumes after it.
             self._train_perm, self._train_pos = (perm, end) if end < n else (None, 0)
+            if self.world > 1:  # drawn for the global batch as above; this rank keeps its share
+                part = self.share(idx.shape[0] - idx.shape[0] % self.world)
+                if part.start == part.stop:
+                    continue
+                idx = idx[part]
+                if aug is not None:
+                    aug = AugmentParams(aug.dy[part], aug.dx[part], aug.flip[part], aug.cut_y[part], aug.cut_x[part])
             yield self._normalised("train", idx, aug), self._y["train"][idx]
 
     def start_epoch(self, model: nn.Module) -> None:
@@ -270,6 +288,8 @@ class ImageClassificationTask(Task):
             self._valid_perm, self._valid_pos = torch.randperm(n, generator=self.generator).to(self.device), 0
         idx = self._valid_perm[self._valid_pos : self._valid_pos + bs]
         self._valid_pos += bs
+        if self.world > 1:
+            idx = idx[self.share(idx.shape[0])]
         return self._normalised("valid", idx), labels[idx]
 
     # ------------------------------------------------------------------------------------------- loss, metrics
@@ -297,8 +317,10 @@ class ImageClassificationTask(Task):
 
     @torch.no_grad()
     def reward(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], arch: Any = None) -> float:
-        """Accuracy of ``arch`` on one validation minibatch."""
+        """Accuracy of ``arch`` on one validation minibatch (sharded: on the global minibatch)."""
         x, y = batch
+        if self.world > 1:
+            return sharded_accuracy(model, x, y, arch)
         logits, _ = model(x, arch=arch)
         return (logits.argmax(dim=1) == y).float().mean().item()
 
@@ -312,11 +334,19 @@ class ImageClassificationTask(Task):
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
         for start in range(0, n, self.cfg.eval_batch_size):
             idx = slice(start, start + self.cfg.eval_batch_size)  # a view: no index tensor, no copy before .float()
+            arch = arch_fn() if arch_fn is not None else None  # drawn by every rank, even one with no rows
+            if self.world > 1:
+                part = self.share(min(self.cfg.eval_batch_size, n - start))
+                if part.start == part.stop:
+                    continue
+                idx = slice(start + part.start, start + part.stop)
             y = labels[idx]
-            logits, _ = model(self._normalised(split, idx), arch=arch_fn() if arch_fn is not None else None)
+            logits, _ = model(self._normalised(split, idx), arch=arch)
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
             correct += (logits.argmax(dim=1) == y).sum()
         loss, hits = torch.stack([loss_sum, correct.double()]).tolist()  # one device sync
+        if self.world > 1:
+            loss, hits = all_reduce_sums({"loss": loss, "hits": hits}).values()
         acc = hits / max(n, 1)
         return {"loss": loss / max(n, 1), "acc": acc, "score": acc, "n": n}
 

@@ -37,9 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from enas.distributed import all_reduce_sums
 from enas.errors import ConfigError, DataError
 from enas.spaces.base import TaskInfo
-from enas.tasks.base import Task
+from enas.tasks.base import Task, sharded_accuracy
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -240,6 +241,11 @@ class TabularClassificationTask(Task):
             raise ConfigError("there is no validation split (valid_size=0); set valid_size > 0 to use it")
         return self._x[split], self._y[split]
 
+    def shard(self, rank: int, world: int) -> None:
+        """Keep rank ``rank``'s contiguous share of every training, reward and evaluation batch."""
+        self._check_divisible(self.cfg, ("batch_size", "reward_batch_size", "eval_batch_size"), world)
+        self.rank, self.world = rank, world
+
     def num_train_batches(self) -> int:
         return self._y["train"].shape[0] // self.cfg.batch_size
 
@@ -257,6 +263,8 @@ class TabularClassificationTask(Task):
             end = pos + bs
             # Advance the cursor before yielding, so a checkpoint taken after this batch resumes after it.
             self._train_perm, self._train_pos = (perm, end) if end < end_of_epoch else (None, 0)
+            if self.world > 1:  # drawn for the global batch as above; this rank keeps its share
+                idx = idx[self.share(bs)]
             yield self._x["train"][idx], self._y["train"][idx]
 
     def start_epoch(self, model: nn.Module) -> None:
@@ -272,6 +280,8 @@ class TabularClassificationTask(Task):
             self._valid_perm, self._valid_pos = torch.randperm(n, generator=self.generator).to(self.device), 0
         idx = self._valid_perm[self._valid_pos : self._valid_pos + bs]
         self._valid_pos += bs
+        if self.world > 1:
+            idx = idx[self.share(idx.shape[0])]
         return features[idx], labels[idx]
 
     # ------------------------------------------------------------------------------------------- loss, metrics
@@ -289,8 +299,10 @@ class TabularClassificationTask(Task):
 
     @torch.no_grad()
     def reward(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], arch: Any = None) -> float:
-        """Accuracy of ``arch`` on one validation minibatch."""
+        """Accuracy of ``arch`` on one validation minibatch (sharded: on the global minibatch)."""
         x, y = batch
+        if self.world > 1:
+            return sharded_accuracy(model, x, y, arch)
         logits, _ = model(x, arch=arch)
         return (logits.argmax(dim=1) == y).float().mean().item()
 
@@ -303,11 +315,20 @@ class TabularClassificationTask(Task):
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
         for start in range(0, n, self.cfg.eval_batch_size):
-            x, y = features[start : start + self.cfg.eval_batch_size], labels[start : start + self.cfg.eval_batch_size]
-            logits, _ = model(x, arch=arch_fn() if arch_fn is not None else None)
+            rows = slice(start, start + self.cfg.eval_batch_size)
+            arch = arch_fn() if arch_fn is not None else None  # drawn by every rank, even one with no rows
+            if self.world > 1:
+                part = self.share(min(self.cfg.eval_batch_size, n - start))
+                if part.start == part.stop:
+                    continue
+                rows = slice(start + part.start, start + part.stop)
+            x, y = features[rows], labels[rows]
+            logits, _ = model(x, arch=arch)
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
             correct += (logits.argmax(dim=1) == y).sum()
         loss, hits = torch.stack([loss_sum, correct.double()]).tolist()  # one device sync
+        if self.world > 1:
+            loss, hits = all_reduce_sums({"loss": loss, "hits": hits}).values()
         acc = hits / max(n, 1)
         return {"loss": loss / max(n, 1), "acc": acc, "score": acc, "n": n}
 

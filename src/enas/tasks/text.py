@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from enas.distributed import all_gather_rows, all_reduce_sums
 from enas.errors import ConfigError, DataError
 from enas.spaces.base import TaskInfo
 from enas.tasks.base import Task
@@ -130,7 +131,20 @@ class LanguageModelTask(Task):
         if data.numel() // batch_size < 2:
             raise DataError(f"the {split} split has {data.numel()} tokens, too few for {key}={batch_size} (each "
                             f"column needs 2); lower {key} or raise max_tokens")
-        return batchify(data, batch_size).to(self.device)
+        return self._local(batchify(data, batch_size)).to(self.device)
+
+    def _local(self, columns: torch.Tensor) -> torch.Tensor:
+        """This rank's contiguous block of the (N, B) columns (all of them in one process)."""
+        return columns if self.world == 1 else columns[:, self.share(columns.size(1))].contiguous()
+
+    def shard(self, rank: int, world: int) -> None:
+        """Keep rank ``rank``'s block of the columns of every stream (training, reward, evaluation). A column is
+        one sequence read top to bottom, so each rank carries the recurrent state of its own columns and the
+        truncated back-propagation is the same as in one process."""
+        self._check_divisible(self.cfg, ("batch_size", "reward_batch_size", "eval_batch_size"), world)
+        self.rank, self.world = rank, world
+        self._train, self._reward_data = self._local(self._train), self._local(self._reward_data)
+        self._eval_data = {s: self._local(d) for s, d in self._eval_data.items()}
 
     # ---- training ------------------------------------------------------------------------------------------------
 
@@ -156,7 +170,7 @@ class LanguageModelTask(Task):
         """Reset the carried state to ``model.init_hidden``; begin a fresh epoch unless the current one is
         untouched (its plan may have been drawn by `num_train_batches`). A resumed run that continues a
         half-finished epoch simply does not call this."""
-        self._hidden = model.init_hidden(self.cfg.batch_size)
+        self._hidden = model.init_hidden(self._train.size(1))  # cfg.batch_size, or this rank's columns
         if self._next_batch > 0:
             self._plan, self._next_batch = None, 0
 
@@ -224,6 +238,9 @@ class LanguageModelTask(Task):
         """``reward_c / perplexity`` on one validation window, starting from ``model.init_hidden``."""
         x, y = batch
         logits, _, _ = model(x, model.init_hidden(x.size(1)), arch=arch)
+        if self.world > 1:  # the perplexity of the global window: every rank's cross-entropy sum and tokens
+            total = all_reduce_sums({"ce": _token_ce(logits, y, reduction="sum").item(), "tokens": float(y.numel())})
+            return self.cfg.reward_c * math.exp(-total["ce"] / total["tokens"])
         return self.cfg.reward_c * math.exp(-_token_ce(logits, y).item())
 
     # ---- evaluation ----------------------------------------------------------------------------------------------
@@ -249,18 +266,28 @@ class LanguageModelTask(Task):
             logits, hidden, _ = model(data[i : i + t], hidden, arch=arch)
             sums.append(_token_ce(logits, data[i + 1 : i + 1 + t], reduction="sum"))
         tokens = n * data.size(1)
-        loss = torch.stack(sums).double().sum().item() / tokens  # one device sync for the whole split
+        if self.world > 1:  # every rank's columns
+            total = all_reduce_sums({"ce": torch.stack(sums).double().sum().item(), "tokens": float(tokens)})
+            tokens = int(total["tokens"])
+            loss = total["ce"] / tokens
+        else:
+            loss = torch.stack(sums).double().sum().item() / tokens  # one device sync for the whole split
         ppl = _ppl(loss)
         return {"loss": loss, "ppl": ppl, "score": self.cfg.reward_c / ppl, "tokens": tokens}
 
     # ---- checkpointing -------------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
+        """The task's state, the same whatever the number of ranks: sharded, the carried state of every rank's
+        columns is gathered (a collective: every rank must call this)."""
+        hidden = self._hidden
+        if self.world > 1:  # (B/world, H) per rank -> (B, H), the layout of one process (spaces.base)
+            hidden = _map_tensors(all_gather_rows, hidden)
         return {
             "generator": self._generator.get_state(),
             "plan": None if self._plan is None else self._plan.clone(),
             "next_batch": self._next_batch,
-            "hidden": _map_tensors(lambda h: h.detach().cpu(), self._hidden),
+            "hidden": _map_tensors(lambda h: h.detach().cpu(), hidden),
             "reward_pos": self._reward_pos,
         }
 
@@ -268,7 +295,11 @@ class LanguageModelTask(Task):
         self._generator.set_state(state["generator"])
         self._plan = None if state["plan"] is None else state["plan"].clone()
         self._next_batch = int(state["next_batch"])
-        self._hidden = _map_tensors(lambda h: h.to(self.device), state["hidden"])
+        hidden = state["hidden"]
+        if self.world > 1:  # this rank's columns of the global state
+            hidden = _map_tensors(lambda h: h[self.share(h.size(0))] if h.size(0) == self.cfg.batch_size else h,
+                                  hidden)
+        self._hidden = _map_tensors(lambda h: h.to(self.device), hidden)
         self._reward_pos = int(state["reward_pos"])
 
 
