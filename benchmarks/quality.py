@@ -35,6 +35,7 @@ from enas.arch import parse_fixed_arc
 from enas.build import build_space
 from enas.config import set_key
 from enas.controller import UniformSampler
+from enas.errors import TrainingDiverged
 from enas.presets import make_config
 from enas.search import Search
 from enas.train import FinalTraining
@@ -83,7 +84,12 @@ def train(space: str, data: str, fixed_arc: str, name: str, out: Path, args: arg
             cfg.seed = args.train_seed
             _apply(cfg, args.train_set)
         arch = parse_fixed_arc(fixed_arc, space)
-        summary = FinalTraining(cfg, arch, run_dir, resume=resume, progress=False).run()
+        try:
+            summary = FinalTraining(cfg, arch, run_dir, resume=resume, progress=False).run()
+        except TrainingDiverged as e:  # a finding about this arch at this budget, not the end of the benchmark
+            summary = {"diverged": str(e)}
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "summary.json").write_text(json.dumps(summary))
     return summary
 
 
@@ -146,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         figures = []
         for name, arc in runs:
             summary = train(space, data, arc, name, out, args)
-            figures.append(summary[key])
-            print(f"[{time.perf_counter() - started:.0f}s] {label} {name}: {key} {summary[key]:.4g}", flush=True)
+            figures.append(summary.get(key, float("nan")))  # nan: the training diverged
+            print(f"[{time.perf_counter() - started:.0f}s] {label} {name}: {key} {figures[-1]:.4g}", flush=True)
         mean, std = _stats(figures)
         smean, sstd = _stats(search_scores.get(label, []))
         rows.append({"method": label, "n": len(figures), key: figures, "mean": mean, "std": std,
@@ -170,7 +176,7 @@ def markdown(result: dict[str, Any]) -> str:
              f"| method | archs | {key} (mean ± std) | each | supernet score of the derived arch |",
              "|---|---|---|---|---|"]
     for r in result["rows"]:
-        each = ", ".join(fmt.format(v) for v in r[key])
+        each = ", ".join(fmt.format(v) if math.isfinite(v) else "diverged" for v in r[key])
         sup = "" if math.isnan(r["supernet_score_mean"]) else \
             f"{r['supernet_score_mean']:.4g} ± {r['supernet_score_std']:.2g}"
         lines.append(f"| {r['method']} | {r['n']} | {fmt.format(r['mean'])} ± {fmt.format(r['std'])} | {each} | "
