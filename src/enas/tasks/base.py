@@ -103,3 +103,75 @@ class Task(ABC):
 
     @abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class ClassificationTask(Task):
+    """Shared by the image and tabular tasks: whole-split evaluation in ``eval_batch_size`` chunks, and the
+    checkpoint of the shuffling state (the generator and the train/validation permutations with their cursors).
+
+    Subclasses set ``cfg``, ``device``, ``generator``, ``world``, ``_y`` (split -> labels), ``_train_perm``,
+    ``_train_pos``, ``_valid_perm`` and ``_valid_pos``, and give `_split` and `_eval_inputs`."""
+
+    cfg: Any
+    generator: torch.Generator
+    world: int
+    _y: dict[str, torch.Tensor]
+
+    def _split(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, labels) of ``split``; a clear error for an unknown or empty split."""
+        raise NotImplementedError
+
+    def _eval_inputs(self, split: str, rows: slice) -> torch.Tensor:
+        """The model inputs of ``rows`` of ``split`` (a slice view, no index tensor)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: str, arch_fn: Callable[[], Any] | None = None) -> dict[str, float]:
+        """Mean CE and accuracy over the whole split in ``eval_batch_size`` chunks (no augmentation);
+        ``arch_fn()`` picks the arch of each chunk. Returns ``{"loss", "acc", "score" (= acc), "n"}``."""
+        import torch.nn.functional as F
+
+        _, labels = self._split(split)  # checks the split's name and size
+        n = labels.shape[0]
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        for start in range(0, n, self.cfg.eval_batch_size):
+            rows = slice(start, start + self.cfg.eval_batch_size)
+            arch = arch_fn() if arch_fn is not None else None  # drawn by every rank, even one with no rows
+            if self.world > 1:
+                part = self.share(min(self.cfg.eval_batch_size, n - start))
+                if part.start == part.stop:
+                    continue
+                rows = slice(start + part.start, start + part.stop)
+            y = labels[rows]
+            logits, _ = model(self._eval_inputs(split, rows), arch=arch)
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+            correct += (logits.argmax(dim=1) == y).sum()
+        loss, hits = torch.stack([loss_sum, correct.double()]).tolist()  # one device sync
+        if self.world > 1:
+            loss, hits = all_reduce_sums({"loss": loss, "hits": hits}).values()
+        acc = hits / max(n, 1)
+        return {"loss": loss / max(n, 1), "acc": acc, "score": acc, "n": n}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "generator": self.generator.get_state(),
+            "train_perm": None if self._train_perm is None else self._train_perm.cpu(),
+            "train_pos": self._train_pos,
+            "valid_perm": None if self._valid_perm is None else self._valid_perm.cpu(),
+            "valid_pos": self._valid_pos,
+            "sizes": {k: int(v.shape[0]) for k, v in self._y.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        sizes = {k: int(v.shape[0]) for k, v in self._y.items()}
+        if state["sizes"] != sizes:
+            raise ConfigError(
+                f"the checkpoint's data splits {state['sizes']} differ from this task's {sizes}; resume with the "
+                "same dataset, valid_size and subsets"
+            )
+        self.generator.set_state(state["generator"])
+        self._train_perm = None if state["train_perm"] is None else state["train_perm"].to(self.device)
+        self._train_pos = int(state["train_pos"])
+        self._valid_perm = None if state["valid_perm"] is None else state["valid_perm"].to(self.device)
+        self._valid_pos = int(state["valid_pos"])

@@ -19,7 +19,7 @@ All randomness comes from one private CPU ``torch.Generator``, checkpointed by `
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,10 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from enas.distributed import all_reduce_sums
 from enas.errors import ConfigError
 from enas.spaces.base import TaskInfo
-from enas.tasks.base import Task, sharded_accuracy
+from enas.tasks.base import ClassificationTask, sharded_accuracy
 from enas.tasks.image_data import ImageDataset, load_image_dataset
 
 PAD = 4  # zero padding before the random crop (authors' code)
@@ -171,7 +170,7 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
-class ImageClassificationTask(Task):
+class ImageClassificationTask(ClassificationTask):
     """Image classification: cross-entropy (+ weighted auxiliary head) for the shared weights, validation-minibatch
     accuracy as the controller's reward, accuracy over a whole split for evaluation."""
 
@@ -324,53 +323,5 @@ class ImageClassificationTask(Task):
         logits, _ = model(x, arch=arch)
         return (logits.argmax(dim=1) == y).float().mean().item()
 
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module, split: str, arch_fn: Callable[[], Any] | None = None) -> dict[str, float]:
-        """Mean CE and accuracy over the whole split in ``eval_batch_size`` chunks (no augmentation);
-        ``arch_fn()`` picks the arch of each chunk. Returns ``{"loss", "acc", "score" (= acc), "n"}``."""
-        _, labels = self._split(split)
-        n = labels.shape[0]
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-        correct = torch.zeros((), dtype=torch.int64, device=self.device)
-        for start in range(0, n, self.cfg.eval_batch_size):
-            idx = slice(start, start + self.cfg.eval_batch_size)  # a view: no index tensor, no copy before .float()
-            arch = arch_fn() if arch_fn is not None else None  # drawn by every rank, even one with no rows
-            if self.world > 1:
-                part = self.share(min(self.cfg.eval_batch_size, n - start))
-                if part.start == part.stop:
-                    continue
-                idx = slice(start + part.start, start + part.stop)
-            y = labels[idx]
-            logits, _ = model(self._normalised(split, idx), arch=arch)
-            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-            correct += (logits.argmax(dim=1) == y).sum()
-        loss, hits = torch.stack([loss_sum, correct.double()]).tolist()  # one device sync
-        if self.world > 1:
-            loss, hits = all_reduce_sums({"loss": loss, "hits": hits}).values()
-        acc = hits / max(n, 1)
-        return {"loss": loss / max(n, 1), "acc": acc, "score": acc, "n": n}
-
-    # ------------------------------------------------------------------------------------------- checkpointing
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "generator": self.generator.get_state(),
-            "train_perm": None if self._train_perm is None else self._train_perm.cpu(),
-            "train_pos": self._train_pos,
-            "valid_perm": None if self._valid_perm is None else self._valid_perm.cpu(),
-            "valid_pos": self._valid_pos,
-            "sizes": {k: int(v.shape[0]) for k, v in self._y.items()},
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        sizes = {k: int(v.shape[0]) for k, v in self._y.items()}
-        if state["sizes"] != sizes:
-            raise ConfigError(
-                f"the checkpoint's data splits {state['sizes']} differ from this task's {sizes}; resume with the "
-                "same dataset, valid_size and subsets"
-            )
-        self.generator.set_state(state["generator"])
-        self._train_perm = None if state["train_perm"] is None else state["train_perm"].to(self.device)
-        self._train_pos = int(state["train_pos"])
-        self._valid_perm = None if state["valid_perm"] is None else state["valid_perm"].to(self.device)
-        self._valid_pos = int(state["valid_pos"])
+    def _eval_inputs(self, split: str, rows: slice) -> torch.Tensor:
+        return self._normalised(split, rows)  # a view: no index tensor, no copy before .float()

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,10 +37,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from enas.distributed import all_reduce_sums
 from enas.errors import ConfigError, DataError
 from enas.spaces.base import TaskInfo
-from enas.tasks.base import Task, sharded_accuracy
+from enas.tasks.base import ClassificationTask, sharded_accuracy
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -172,7 +171,7 @@ def feature_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # ------------------------------------------------------------------------------------------------------ the task
 
 
-class TabularClassificationTask(Task):
+class TabularClassificationTask(ClassificationTask):
     """Tabular classification: cross-entropy for the shared weights, validation-minibatch accuracy as the
     controller's reward, accuracy over a whole split for evaluation."""
 
@@ -306,54 +305,6 @@ class TabularClassificationTask(Task):
         logits, _ = model(x, arch=arch)
         return (logits.argmax(dim=1) == y).float().mean().item()
 
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module, split: str, arch_fn: Callable[[], Any] | None = None) -> dict[str, float]:
-        """Mean CE and accuracy over the whole split in ``eval_batch_size`` chunks; ``arch_fn()`` picks the arch
-        of each chunk. Returns ``{"loss", "acc", "score" (= acc), "n"}``."""
-        features, labels = self._split(split)
-        n = labels.shape[0]
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-        correct = torch.zeros((), dtype=torch.int64, device=self.device)
-        for start in range(0, n, self.cfg.eval_batch_size):
-            rows = slice(start, start + self.cfg.eval_batch_size)
-            arch = arch_fn() if arch_fn is not None else None  # drawn by every rank, even one with no rows
-            if self.world > 1:
-                part = self.share(min(self.cfg.eval_batch_size, n - start))
-                if part.start == part.stop:
-                    continue
-                rows = slice(start + part.start, start + part.stop)
-            x, y = features[rows], labels[rows]
-            logits, _ = model(x, arch=arch)
-            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-            correct += (logits.argmax(dim=1) == y).sum()
-        loss, hits = torch.stack([loss_sum, correct.double()]).tolist()  # one device sync
-        if self.world > 1:
-            loss, hits = all_reduce_sums({"loss": loss, "hits": hits}).values()
-        acc = hits / max(n, 1)
-        return {"loss": loss / max(n, 1), "acc": acc, "score": acc, "n": n}
-
-    # ------------------------------------------------------------------------------------------- checkpointing
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "generator": self.generator.get_state(),
-            "train_perm": None if self._train_perm is None else self._train_perm.cpu(),
-            "train_pos": self._train_pos,
-            "valid_perm": None if self._valid_perm is None else self._valid_perm.cpu(),
-            "valid_pos": self._valid_pos,
-            "sizes": {k: int(v.shape[0]) for k, v in self._y.items()},
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        sizes = {k: int(v.shape[0]) for k, v in self._y.items()}
-        if state["sizes"] != sizes:
-            raise ConfigError(
-                f"the checkpoint's data splits {state['sizes']} differ from this task's {sizes}; resume with the "
-                "same dataset, valid_size and subsets"
-            )
-        self.generator.set_state(state["generator"])
-        self._train_perm = None if state["train_perm"] is None else state["train_perm"].to(self.device)
-        self._train_pos = int(state["train_pos"])
-        self._valid_perm = None if state["valid_perm"] is None else state["valid_perm"].to(self.device)
-        self._valid_pos = int(state["valid_pos"])
+    def _eval_inputs(self, split: str, rows: slice) -> torch.Tensor:
+        return self._split(split)[0][rows]
 
