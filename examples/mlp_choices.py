@@ -31,8 +31,8 @@ class MlpConfig:
 class Net(nn.Module):
     def __init__(self, cfg: MlpConfig, info):
         super().__init__()
-        w = max(WIDTHS)
         self.width = ValueChoice(WIDTHS, label="width")  # one width for every hidden layer
+        w = self.width.size  # the widest in the supernet (forward slices it), the chosen one in a child
         self.inp = nn.Linear(info.in_features, w)
         self.hidden = nn.ModuleList(nn.Linear(w, w) for _ in range(cfg.layers - 1))
         self.acts = nn.ModuleList(OpChoice({"relu": nn.ReLU(), "tanh": nn.Tanh(), "gelu": nn.GELU(),

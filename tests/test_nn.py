@@ -179,3 +179,30 @@ def test_the_mlp_example_is_searched_and_trained_on_a_table_from_the_cli(tmp_pat
     assert main(["train", str(search / "arch.json"), "--data", str(table), "--out", str(train), *tiny,
                  "--set", "train.epochs=5"]) == 0
     assert json.loads((train / "summary.json").read_text())["test_acc"] > 0.6  # chance is about 1/3
+
+
+def test_a_value_choice_sizes_the_child_to_the_chosen_width():
+    pytest.importorskip("enas.tasks.tabular")
+    from enas.presets import make_config
+
+    entry = registry.get(f"{MLP}:SPACE")
+    space = entry.build(make_config(entry.name, "demo", "search", "x.npz").model)
+    info, x = TaskInfo(in_features=6, num_classes=3), torch.randn(5, 6)
+    supernet = space.build_supernet(info).eval()
+    assert supernet.net.inp.weight.shape == (64, 6)  # the widest
+    base = UniformSampler(space).sample().arch
+    counts = {}
+    for width in (16, 32, 64):
+        arch = type(base)(tuple((k, width if k == "width" else v) for k, v in base.choices))
+        child = space.build_child(arch, info).eval()
+        assert child.net.inp.weight.shape == (width, 6) and child.net.out.weight.shape == (3, width)
+        child.load_state_dict(space.child_state_from_supernet(supernet, arch))  # cut to the leading entries
+        torch.testing.assert_close(child(x)[0], supernet(x, arch)[0])
+        counts[width] = sum(p.numel() for p in child.parameters())
+    assert counts[16] < counts[32] < counts[64] == sum(p.numel() for p in supernet.parameters())
+
+
+def test_value_choice_size_is_the_largest_value_outside_a_child_and_needs_integers():
+    assert ValueChoice([8, 32, 16], label="w").size == 32
+    with pytest.raises(ConfigError, match="integer"):
+        _ = ValueChoice(["a", "b"]).size

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from enas.arch.micro import MICRO_OP_NAMES
-from enas.ops import MICRO_OPS, FactorizedReduce, ReLUConvBN, drop_path
+from enas.ops import MICRO_OPS, FactorizedReduce, ReLUConvBN, channels_last, drop_path
 
 C = 6
 
@@ -96,3 +96,28 @@ def test_drop_path_is_identity_in_eval_or_at_keep_one():
     x = torch.randn(4, 3)
     assert drop_path(x, 0.5, training=False) is x
     assert drop_path(x, 1.0, training=True) is x
+
+
+@pytest.mark.parametrize("space_name", ["macro", "micro"])
+def test_grey_images_are_computed_channels_last(space_name):
+    """A batch with one channel cannot carry the channels-last layout in (both layouts describe it), so the
+    networks put their stem's output into it: depthwise convs and pools run several times faster so on the CPU."""
+    from enas.controller import UniformSampler
+    from enas.spaces.base import TaskInfo
+    from enas.spaces.macro import MacroSpace, MacroSpaceConfig
+    from enas.spaces.micro import MicroSpace, MicroSpaceConfig
+
+    space = (MacroSpace(MacroSpaceConfig(num_layers=3, channels=4)) if space_name == "macro"
+             else MicroSpace(MicroSpaceConfig(num_layers=1, channels=4, num_nodes=2)))
+    info = TaskInfo(in_channels=1, image_size=8, num_classes=3)
+    arch = UniformSampler(space).sample().arch
+    layouts = []
+    for net in (space.build_supernet(info), space.build_child(arch, info, final=True)):
+        first = net.cells[0] if space_name == "micro" else net.layers[0]
+        seen = []
+        handle = first.register_forward_pre_hook(lambda m, args, seen=seen: seen.append(args[0]))
+        net(torch.randn(2, 1, 8, 8), arch)
+        handle.remove()
+        layouts.append(seen[0].is_contiguous(memory_format=torch.channels_last) and not seen[0].is_contiguous())
+    assert layouts == [True, True]
+    assert channels_last(torch.randn(2, 3, 4, 4)).is_contiguous(memory_format=torch.channels_last)

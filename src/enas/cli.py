@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -561,6 +562,22 @@ DISTRIBUTED_COMMANDS = ("search", "train")  # the commands that run data-paralle
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        code = _main(args)
+    except BaseException:  # an internal error: its traceback follows
+        dist.destroy()
+        raise
+    if code != 0 and dist.active():
+        # A failed data-parallel run: a peer may be gone already, and gloo's teardown then aborts the process
+        # ("terminate called without an active exception", exit -6) after the one-line error. Leave at once.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    dist.destroy()  # leave the process group (nothing in one process)
+    return code
+
+
+def _main(args: argparse.Namespace) -> int:
+    try:
         if dist.requested():  # started by torchrun as one of several processes
             if args.command not in DISTRIBUTED_COMMANDS:
                 raise UserError(f"enas {args.command} runs as one process: start it without torchrun (only search "
@@ -590,8 +607,6 @@ def main(argv: list[str] | None = None) -> int:
                   "model.channels=...) or the batch size (--set task.batch_size=...)", file=sys.stderr)
             return 2
         raise
-    finally:
-        dist.destroy()  # leave the process group (nothing in one process)
 
 
 def _interrupt_message() -> str:

@@ -18,8 +18,8 @@ defaults to its attribute path, and choices given the same label share one decis
 
 The supernet is the module itself: each forward runs only the chosen candidate of every `OpChoice`. The standalone
 child is a fresh module whose `OpChoice`s keep only their chosen candidate, so its parameter names are those of the
-supernet's path and `child_state_from_supernet` is a lookup. `ValueChoice` widths are the user's to slice (the
-child keeps the full tensors and uses the chosen value).
+supernet's path and `child_state_from_supernet` is a lookup. `ValueChoice` widths are the user's to slice from the
+widest tensor; sized with ``ValueChoice.size`` in ``__init__``, a child allocates only its chosen width.
 """
 
 from __future__ import annotations
@@ -108,8 +108,18 @@ class InputChoice(_Choice):
         return out / len(chosen) if self.reduction == "mean" else out
 
 
+#: label -> value of the arch whose child is being built (set by `ChoiceSpace.build_child` around the user's
+#: constructor, so that a labelled `ValueChoice` knows its value in ``__init__``).
+_BUILDING: list[dict[str, Any]] = []
+
+
 class ValueChoice(_Choice):
-    """One of several plain values (a width, a kernel size, a rate); read ``.value`` in forward."""
+    """One of several plain values (a width, a kernel size, a rate); read ``.value`` in forward.
+
+    ``.size`` is for ``__init__``: the largest value in the supernet, the chosen value while a child is built (for
+    a choice given an explicit ``label``), so that a child allocates only the chosen width. The supernet's tensors
+    are then cut to the child's shapes by their leading entries (``w[:n]``, ``w[:n, :m]``), which is what the
+    module's forward must use from the widest tensor (see ``examples/mlp_choices.py``)."""
 
     def __init__(self, values: Sequence[Any], label: str | None = None):
         super().__init__(label)
@@ -119,10 +129,18 @@ class ValueChoice(_Choice):
         if any(not isinstance(v, (int, float, str, bool)) for v in values):
             raise ConfigError("ValueChoice values must be numbers, strings or booleans (they are written to JSON)")
         self.values = values
+        if label is not None and _BUILDING and label in _BUILDING[-1]:
+            self.chosen = _BUILDING[-1][label]
 
     @property
     def value(self) -> Any:
         return self._value()
+
+    @property
+    def size(self) -> int:
+        if any(not isinstance(v, int) or isinstance(v, bool) for v in self.values):
+            raise ConfigError(f"ValueChoice.size needs integer values, got {self.values!r}")
+        return self.chosen if self.chosen is not None else max(self.values)
 
 
 # ------------------------------------------------------------------------------------------------ the arch
@@ -334,11 +352,17 @@ class ChoiceSpace(Space):
         return self.decode(self.encode(arch))
 
     def build_supernet(self, info: TaskInfo) -> nn.Module:
-        return ChoiceNet(self.model_fn(self.config, info))
+        supernet = ChoiceNet(self.model_fn(self.config, info))
+        supernet.info = info  # for the children's shapes (`child_state_from_supernet`)
+        return supernet
 
     def build_child(self, arch: Arch, info: TaskInfo, final: bool = True) -> nn.Module:
         arch = self.canonical(arch)
-        net = self.model_fn(self.config, info)
+        _BUILDING.append(dict(arch.choices))
+        try:
+            net = self.model_fn(self.config, info)
+        finally:
+            _BUILDING.pop()
         _discover(net)  # labels
         for m in net.modules():
             if isinstance(m, OpChoice):  # keep only the chosen candidate (same parameter names as the supernet)
@@ -349,10 +373,26 @@ class ChoiceSpace(Space):
         return ChoiceNet(net, fixed=arch)
 
     def child_state_from_supernet(self, supernet: nn.Module, arch: Arch) -> dict[str, Any]:
+        """The supernet's tensors on ``arch``'s path, cut to the child's shapes where a `ValueChoice` made the
+        child narrower (leading entries)."""
         arch = self.canonical(arch)
         dropped = tuple(f"{path}.candidates.{name}." for path, m in supernet.named_modules()
                         if isinstance(m, OpChoice) for name in m.names if name != arch.get(m.label))
-        return {k: v for k, v in supernet.state_dict().items() if not k.startswith(dropped)}
+        state = {k: v for k, v in supernet.state_dict().items() if not k.startswith(dropped)}
+        info = getattr(supernet, "info", None)
+        if info is None:
+            return state
+        with torch.device("meta"):
+            shapes = {k: v.shape for k, v in self.build_child(arch, info).state_dict().items()}
+        for key, shape in shapes.items():
+            v = state.get(key)
+            if v is None or v.shape == shape:
+                continue
+            if v.dim() != len(shape) or any(n > m for n, m in zip(shape, v.shape)):
+                raise ArchError(f"{key}: the child's shape {tuple(shape)} is not a leading part of the "
+                                f"supernet's {tuple(v.shape)}")
+            state[key] = v[tuple(slice(0, n) for n in shape)]
+        return state
 
 
 def _probe_features() -> dict[str, int]:
@@ -374,5 +414,14 @@ def choice_space(name: str, task: str, model_fn: Callable[[Any, TaskInfo], nn.Mo
     def space(config: Any) -> ChoiceSpace:
         return ChoiceSpace(config, name, arch_cls, model_fn)
 
+    def draw(d: dict[str, Any], title: str | None) -> Any:  # the chosen path, traced (`enas.viz_path`)
+        from enas.arch import arch_from_json
+        from enas.viz_path import draw_choice_path
+
+        model = presets("demo", "search").model
+        if fit_config is not None:
+            fit_config(model, arch_from_json(d))
+        return draw_choice_path(space(model), d, title)
+
     return SpaceEntry(name, task, space, arch_cls, presets, fit_config=fit_config, size_keys=size_keys,
-                      description=description)
+                      description=description, draw=draw)

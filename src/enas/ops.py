@@ -70,6 +70,14 @@ class FactorizedReduce(nn.Module):
         return self.bn(torch.cat([self.conv1(path1), self.conv2(path2)], dim=1))
 
 
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` (B, C, H, W) in the channels-last memory layout, the layout every CNN of this package computes in:
+    depthwise convolutions and pooling run several times faster in it on the CPU (oneDNN) and no slower on the GPU.
+    The networks call it on their stem's output, because a batch with one input channel (grey images) cannot carry
+    the layout in by itself; results never depend on the layout."""
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 def drop_path(x: torch.Tensor, keep_prob: float, training: bool) -> torch.Tensor:
     """Zero whole examples of ``x`` with probability 1 - keep_prob and rescale the rest; ``x`` is not modified."""
     if not training or keep_prob >= 1.0:

@@ -26,7 +26,7 @@ from torch import nn
 from enas.arch import Arch
 from enas.arch.macro import MACRO_OPS, MacroArch, MacroLayer, reduction_layers
 from enas.errors import ArchError, ConfigError
-from enas.ops import FactorizedReduce, bn, he_init_
+from enas.ops import FactorizedReduce, bn, channels_last, he_init_
 from enas.spaces.base import Action, Decision, Space, TaskInfo
 from enas.spaces.macro_layers import OP_SPECS, FinalLayer, SearchLayer
 
@@ -102,7 +102,8 @@ class _MacroNet(nn.Module):
 
     def _run(self, images: torch.Tensor, arch: MacroArch) -> torch.Tensor:
         keep = reduction_keep(arch)
-        tensors: list[torch.Tensor | None] = [self.stem(images)]  # [stem, out_0, ...], each (B, C_stage, H, W)
+        # [stem, out_0, ...], each (B, C_stage, H, W)
+        tensors: list[torch.Tensor | None] = [channels_last(self.stem(images))]
         for k, layer in enumerate(arch.layers):
             skips = [tensors[i] for i in layer.skip_sources]
             tensors.append(self._layer(k, layer, tensors[-1], skips))

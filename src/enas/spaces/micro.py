@@ -19,7 +19,7 @@ from torch import nn
 from enas.arch import Arch
 from enas.arch.micro import CELL_NAMES, MICRO_OP_NAMES, NUM_CELL_INPUTS, MicroArch, MicroNode
 from enas.errors import ArchError, ConfigError
-from enas.ops import bn, he_init_
+from enas.ops import bn, channels_last, he_init_
 from enas.spaces.base import Action, Decision, Space, TaskInfo
 from enas.spaces.micro_cells import AuxHead, ChildCell, SearchCell, drop_path_keep_prob
 
@@ -114,7 +114,7 @@ class _MicroNetwork(nn.Module):
     def forward(self, images: torch.Tensor, arch: Any = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """images (B, in_channels, H, W) -> (logits (B, K), aux logits (B, K) in training mode with aux head)."""
         cfg = self.config
-        s0 = s1 = self.stem(images)  # (B, 3C, H, W)
+        s0 = s1 = channels_last(self.stem(images))  # (B, 3C, H, W)
         aux_logits = None
         for position, cell in enumerate(self.cells):
             keep = drop_path_keep_prob(position, cfg.num_cells, cfg.drop_path_keep, self.drop_path_progress)
