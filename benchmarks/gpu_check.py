@@ -11,9 +11,10 @@ images; PTB sizes: 929k / 73k / 82k tokens over 10,000 words), and times through
 * a final-training step of the paper's final model (``FinalTraining``'s model, task and optimiser);
 
 then extrapolates an epoch (steps per epoch x shared step + controller updates x update + the epoch's validation)
-and the whole protocol (epochs x epoch + derive), and reports the peak GPU memory. A second shared-step row runs the
-CNN step under bf16 autocast (not used by ``enas search`` yet: what it would gain). Synthetic data give the
-speed, not the accuracy, of a run.
+and the whole protocol (epochs x epoch + derive), and reports the peak GPU memory. Every timing runs in the
+numerics ``enas search`` uses (``precision=auto``: bf16 autocast for the CNNs on a GPU, `enas.build.autocast`); a
+second shared-step row times the CNN step in float32 for comparison. Synthetic data give the speed, not the
+accuracy, of a run.
 
     bash benchmarks/gpu_check.sh                       # on a CUDA machine, about 5 minutes
     bash benchmarks/gpu_check.sh --smoke               # tiny sizes on the CPU (the tests run this)
@@ -34,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from enas.build import build_space
+from enas.build import autocast, build_space, uses_bf16
 from enas.controller import UniformSampler
 from enas.presets import make_config
 from enas.search import Search
@@ -106,24 +107,21 @@ def check_search(space: str, data: dict[str, Path], out: Path, size: str, device
     scfg, ccfg = cfg.search, cfg.controller
     steps_per_epoch = search.task.num_train_batches()
 
-    scfg.shared_steps = 3
-    search.train_shared(0)  # warm-up: allocator, cuDNN autotuning
-    scfg.shared_steps = steps
-    t_shared = _timed(lambda: search.train_shared(0), dev) / steps
-    t_amp = None
-    if space != "rnn" and dev.type == "cuda":
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            scfg.shared_steps = 3
-            search.train_shared(0)
-            scfg.shared_steps = steps
-            t_amp = _timed(lambda: search.train_shared(0), dev) / steps
+    def shared_step() -> float:
+        scfg.shared_steps = 3
+        search.train_shared(0)  # warm-up: allocator, cuDNN autotuning
+        scfg.shared_steps = steps
+        return _timed(lambda: search.train_shared(0), dev) / steps
 
-    search._reward_mode()
-    search.trainer.train_epoch(search.reward, steps=1)
-    t_ctrl = _timed(lambda: search.trainer.train_epoch(search.reward, steps=ctrl_steps), dev) / ctrl_steps
-    arch = UniformSampler(search.space).sample().arch
-    search._reward_mode()
-    t_valid = _timed(lambda: search.task.evaluate(search.supernet, "valid", arch_fn=lambda: arch), dev)
+    t_fp32 = shared_step() if uses_bf16(cfg, dev) else None  # outside autocast: float32 (TF32 products)
+    with autocast(cfg, dev):  # the numerics of `Search.run`
+        t_shared = shared_step()
+        search._reward_mode()
+        search.trainer.train_epoch(search.reward, steps=1)
+        t_ctrl = _timed(lambda: search.trainer.train_epoch(search.reward, steps=ctrl_steps), dev) / ctrl_steps
+        arch = UniformSampler(search.space).sample().arch
+        search._reward_mode()
+        t_valid = _timed(lambda: search.task.evaluate(search.supernet, "valid", arch_fn=lambda: arch), dev)
 
     evals = sum(1 for e in range(scfg.epochs) if scfg.eval_every and ((e + 1) % scfg.eval_every == 0
                                                                        or e + 1 == scfg.epochs))
@@ -135,7 +133,8 @@ def check_search(space: str, data: dict[str, Path], out: Path, size: str, device
     return {
         "space": space, "sizes": _sizes(cfg), "steps_per_epoch": steps_per_epoch, "epochs": scfg.epochs,
         "shared_step_s": t_shared, f"shared_{unit}_per_s": batch / t_shared,
-        "shared_step_bf16_s": t_amp, "controller_update_s": t_ctrl, "controller_updates_per_epoch": ctrl_per_epoch,
+        "bf16": uses_bf16(cfg, dev), "shared_step_fp32_s": t_fp32, "controller_update_s": t_ctrl,
+        "controller_updates_per_epoch": ctrl_per_epoch,
         "valid_pass_s": t_valid, "epoch_s": epoch, "protocol_h": protocol / 3600,
     }
 
@@ -158,8 +157,9 @@ def check_final(space: str, data: dict[str, Path], out: Path, size: str, device:
             loss, _ = task.shared_loss(model, next(batches))
             sgd_step(run.optimizer, model, loss, cfg.train.optim.grad_clip)
 
-    go(3)
-    t = _timed(lambda: go(steps), dev) / steps
+    with autocast(cfg, dev):  # the numerics of `FinalTraining.run`
+        go(3)
+        t = _timed(lambda: go(steps), dev) / steps
     unit = "tokens" if space == "rnn" else "images"
     batch = cfg.task.batch_size * (cfg.task.bptt if space == "rnn" else 1)
     params = sum(p.numel() for p in model.parameters())
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
 def _line(r: dict[str, Any]) -> str:
     peak = f", peak {r['peak_mb']:.0f} MiB" if r.get("peak_mb") is not None else ""
     if r["kind"] == "search":
-        amp = f" (bf16 autocast {r['shared_step_bf16_s'] * 1e3:.1f} ms)" if r.get("shared_step_bf16_s") else ""
+        amp = f" (bf16 autocast; fp32 {r['shared_step_fp32_s'] * 1e3:.1f} ms)" if r.get("shared_step_fp32_s") else ""
         return (f"{r['space']} search {r['sizes']}: shared step {r['shared_step_s'] * 1e3:.1f} ms{amp}, controller "
                 f"update {r['controller_update_s'] * 1e3:.1f} ms, validation pass {r['valid_pass_s']:.2f} s, epoch "
                 f"{r['epoch_s']:.1f} s -> {r['epochs']} epochs + derive: {_fmt_h(r['protocol_h'])}{peak}")

@@ -53,3 +53,18 @@ def test_bench_cli_writes_rows_and_checks_the_json_path_first(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert main(["bench", "--size", "small", "--json", str(tmp_path / "file" / "b.json")]) == 2
     assert "cannot write --json" in capsys.readouterr().err
+
+
+def test_step_flops_are_three_forwards_and_include_the_fused_lstm():
+    from enas.bench import LSTMLanguageModel, _flops
+
+    depthwise = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False)
+    x = torch.randn(2, 8, 5, 5)
+    forward = 2 * 2 * 25 * 8 * 1 * 9  # 2 x batch x pixels x C_out x C_in/groups x k^2
+    assert _flops(lambda i: depthwise(x)) == 3 * forward  # not the counter's groups-blind backward
+    lm = LSTMLanguageModel(vocab=50, hidden=16)
+    tokens = torch.randint(0, 50, (7, 3))
+    decoder = 2 * 21 * 16 * 50
+    lstm = 2 * 21 * 2 * 4 * 16 * (16 + 16)  # layers x tokens x 2 x 4H x (H_in + H)
+    assert lm.uncounted_flops(21) == lstm
+    assert _flops(lambda i: lm(tokens), 0, lm.uncounted_flops(21)) == 3 * (decoder + lstm)

@@ -54,3 +54,19 @@ def test_tiny_search_on_cuda(space, corpus_dir, npz_path, tmp_path):
     assert summary["best"]["score"] > 0
     resumed = Search(None, tmp_path / "run", resume=True, progress=False)
     assert next(resumed.supernet.parameters()).is_cuda
+
+
+def test_cnn_search_on_cuda_runs_in_bf16_by_default(npz_path, tmp_path):
+    from torch import nn
+
+    from enas.search import Search
+
+    cfg = tiny_image_config("macro", npz_path)
+    cfg.device = "cuda"
+    search = Search(cfg, tmp_path / "run", progress=False)
+    dtypes = set()
+    for m in search.supernet.modules():
+        if isinstance(m, nn.Conv2d):
+            m.register_forward_hook(lambda mod, args, out: dtypes.add(out.dtype))
+    assert search.run()["best"]["score"] > 0
+    assert dtypes == {torch.bfloat16}

@@ -92,3 +92,21 @@ def test_derive_again_from_a_run_directory(corpus_dir, tmp_path):
     summary = Search(None, tmp_path / "run", resume=True, progress=False).derive(samples=2)
     assert summary["candidates"] <= 2
     assert len(list(csv.DictReader(open(tmp_path / "run" / "candidates.csv")))) == summary["candidates"]
+
+
+def test_a_nan_in_the_middle_of_an_epoch_is_reported_at_its_step(corpus_dir, tmp_path, monkeypatch):
+    """Losses are checked a window at a time (no device read per step); the message still names the first bad
+    step, and the run stops before the epoch's checkpoint."""
+    search = Search(tiny_rnn_config(corpus_dir), tmp_path / "run", progress=False)
+    real, calls = search.task.shared_loss, []
+
+    def nan_at_3(model, batch, arch=None):
+        loss, stats = real(model, batch, arch)
+        calls.append(1)
+        return (loss * float("nan") if len(calls) == 3 else loss), stats
+
+    monkeypatch.setattr(search.task, "shared_loss", nan_at_3)
+    with pytest.raises(TrainingDiverged, match=r"in shared training \(epoch 1, step 3\)"):
+        search.run()
+    assert len(calls) > 3  # the steps after it in the window ran, and were thrown away
+    assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()

@@ -57,6 +57,12 @@ class LSTMLanguageModel(nn.Module):
         out, _ = self.lstm(self.embedding(x))
         return out @ self.embedding.weight.t()
 
+    def uncounted_flops(self, tokens: int) -> float:
+        """Forward FLOPs of the fused LSTM kernel, which torch's FLOP counter does not see: per layer and token,
+        the four gates' products with the input and the previous state, 2 * 4H * (H_in + H)."""
+        h = self.lstm.hidden_size
+        return float(self.lstm.num_layers * tokens * 2 * 4 * h * (self.lstm.input_size + h))
+
 
 def _cbr(c_in: int, c_out: int) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
@@ -97,6 +103,8 @@ class Workload:
     name: str
     step: Callable[[int], None]  # step(i): one forward + backward + update, round i
     items: int  # tokens or images per step
+    forward: Callable[[int], Any] | None = None  # forward(i): the step's forward alone (for its FLOPs)
+    uncounted_flops: float = 0.0  # forward FLOPs the counter cannot see (`_flops`)
 
 
 class _KernelCount(TorchDispatchMode):
@@ -155,10 +163,14 @@ def _time_alone(fn: Callable[[], Any], device: torch.device, repeats: int) -> li
     return out
 
 
-def _flops(step: Callable[[int], None], i: int = 0) -> float:
-    with FlopCounterMode(display=False) as counter:
-        step(i)
-    return float(counter.get_total_flops())
+def _flops(forward: Callable[[int], Any], i: int = 0, uncounted: float = 0.0) -> float:
+    """FLOPs of one training step, estimated as 3x the forward's (the forward counted by torch's `FlopCounterMode`,
+    plus ``uncounted`` forward FLOPs of kernels it cannot see). The counter's own backward count is not used: its
+    formula for the backward of grouped (depthwise) convolutions ignores the groups, which put a micro supernet's
+    backward at 8-13x its forward."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        forward(i)
+    return 3.0 * (float(counter.get_total_flops()) + uncounted)
 
 
 def _kernels(step: Callable[[int], None], i: int = 0) -> int:
@@ -259,9 +271,12 @@ def bench_space(name: str, device: torch.device, size: str = "target", warmup: i
         children.append(child.to(device).train())
     child_steps = [_sgd_step(c, lambda i, c=c: loss(c)) for c in children]
     workloads = [
-        Workload("supernet (fresh arch)", _sgd_step(supernet, lambda i: loss(supernet, archs[i])), items),
-        Workload("supernet (arch k)", _sgd_step(supernet, lambda i: loss(supernet, fixed[i % FIXED_ARCHS])), items),
-        Workload("child (arch k)", lambda i: child_steps[i % FIXED_ARCHS](i), items),
+        Workload("supernet (fresh arch)", _sgd_step(supernet, lambda i: loss(supernet, archs[i])), items,
+                 lambda i: loss(supernet, archs[i])),
+        Workload("supernet (arch k)", _sgd_step(supernet, lambda i: loss(supernet, fixed[i % FIXED_ARCHS])), items,
+                 lambda i: loss(supernet, fixed[i % FIXED_ARCHS])),
+        Workload("child (arch k)", lambda i: child_steps[i % FIXED_ARCHS](i), items,
+                 lambda i: loss(children[i % FIXED_ARCHS])),
     ]
     refs: list[tuple[str, nn.Module]] = []
     if text:
@@ -275,12 +290,15 @@ def bench_space(name: str, device: torch.device, size: str = "target", warmup: i
         model = model.to(device).train()
         if not text:
             model = model.to(memory_format=torch.channels_last)
-        workloads.append(Workload(ref_name, _sgd_step(model, lambda i, m=model: ref_loss(m)), items))
+        uncounted = model.uncounted_flops(items) if isinstance(model, LSTMLanguageModel) else 0.0
+        workloads.append(Workload(ref_name, _sgd_step(model, lambda i, m=model: ref_loss(m)), items,
+                                  lambda i, m=model: ref_loss(m), uncounted))
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = interleave(workloads, device, warmup, steps)
-    flops = {w.name: statistics.fmean(_flops(w.step, i) for i in range(FIXED_ARCHS if "arch" in w.name else 1))
+    flops = {w.name: statistics.fmean(_flops(w.forward, i, w.uncounted_flops)
+                                      for i in range(FIXED_ARCHS if "arch" in w.name else 1))
              for w in workloads}
     item_counts = {w.name: w.items for w in workloads}
     pairs = [("supernet (fresh arch)", ref, "throughput") for ref, _ in refs]

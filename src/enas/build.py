@@ -37,6 +37,20 @@ def build_task(cfg: Config, device: torch.device, seed: int | None = None) -> Ta
     return ImageClassificationTask(task_cfg, device=device, seed=seed)
 
 
+def autocast(cfg: Config, device: torch.device) -> contextlib.AbstractContextManager:
+    """The numerics of a run's forward passes: ``precision=bf16`` runs them under bf16 autocast (weights, optimiser
+    and losses stay float32), ``fp32`` in float32, ``auto`` in bf16 for convolutional networks (task kind images)
+    on a GPU and in float32 otherwise (docs/fidelity.md, "Numerics on a GPU")."""
+    if not uses_bf16(cfg, device):
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def uses_bf16(cfg: Config, device: torch.device) -> bool:
+    return cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda"
+                                       and registry.get(cfg.space, cfg.space_source).task == "images")
+
+
 def fit_model_to_arch(cfg: Config, arch) -> None:
     """Set the size fields an arch determines (e.g. number of recurrent nodes or macro layers) on ``cfg.model``."""
     fit = registry.get(cfg.space, cfg.space_source).load("fit_config")

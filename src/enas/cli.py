@@ -334,6 +334,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_derive(args: argparse.Namespace) -> int:
+    from enas.build import autocast
     from enas.runs import CHECKPOINT
     from enas.search import Search
 
@@ -350,7 +351,8 @@ def cmd_derive(args: argparse.Namespace) -> int:
     except (KeyError, AttributeError) as e:
         raise UserError(f"{run} is not a search run (its checkpoint lacks {e.args[0]!r}); pass a directory written "
                         "by `enas search`") from None
-    summary = search.derive(args.samples)
+    with autocast(search.cfg, search.device):
+        summary = search.derive(args.samples)
     print(f"best arch (validation score {summary['best']['score']:.4g}): {summary['best']['fixed_arc']}")
     print(f"written: {Path(args.run_dir) / 'arch.json'}, {Path(args.run_dir) / 'candidates.csv'}")
     return 0

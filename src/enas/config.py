@@ -78,6 +78,8 @@ class Config:
     preset: str = "paper"
     seed: int = 0
     device: str = "auto"
+    # auto: bf16 autocast for convolutional networks on a GPU, float32 elsewhere; fp32; bf16 (enas.build.autocast)
+    precision: str = "auto"
     model: Any = None  # RnnSpaceConfig | MacroSpaceConfig | MicroSpaceConfig
     task: Any = None  # TextTaskConfig | ImageTaskConfig
     controller: ControllerConfig = field(default_factory=ControllerConfig)
@@ -238,7 +240,7 @@ def migrate_dict(values: dict[str, Any], template: Any) -> tuple[dict[str, Any],
 # Keys a resumed run may change (they are applied); every other key is fixed by the run's checkpoint, since the
 # weights, the optimiser state, the data split or the random streams depend on it. A key ending in "." is a section.
 RESUMABLE = (
-    "device", "search.epochs", "search.shared_steps", "search.controller_every", "search.eval_every",
+    "device", "precision", "search.epochs", "search.shared_steps", "search.controller_every", "search.eval_every",
     "search.log_archs", "search.derive_samples", "search.derive_greedy", "search.derive_uniform", "search.optim.",
     "train.epochs", "train.eval_every", "train.checkpoint_every", "train.optim.",
     "controller.lr", "controller.entropy_weight", "controller.train_steps", "model.cell",

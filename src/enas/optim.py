@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -63,10 +64,12 @@ def check_finite(loss: torch.Tensor, where: str | Callable[[], str], run_dir: ob
                                f"learning rate (--set {lr_key}=...)")
 
 
-def clip_gradients(params: Iterable[nn.Parameter], max_norm: float | None) -> float | None:
+def clip_gradients(params: Iterable[nn.Parameter], max_norm: float | None) -> torch.Tensor | None:
+    """Clip the global gradient norm in place; returns the norm before clipping (a tensor: reading it is left to
+    the caller, so that a training step does not wait for the device)."""
     if max_norm is None or max_norm <= 0:
         return None
-    return float(torch.nn.utils.clip_grad_norm_(list(params), max_norm))
+    return torch.nn.utils.clip_grad_norm_(list(params), max_norm)
 
 
 def sgd_step(optimizer: torch.optim.Optimizer, model: nn.Module, loss: torch.Tensor, grad_clip: float | None,
@@ -83,16 +86,52 @@ def sgd_step(optimizer: torch.optim.Optimizer, model: nn.Module, loss: torch.Ten
 
 
 class StatsMean:
-    """Running means of the float stats a task returns per batch."""
+    """Running means of the stats a task returns per batch: floats, or 0-dim tensors that stay on their device (the
+    sums too), so that adding a step's stats never waits for the device; `means` reads them all at once."""
 
     def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
+        self.sums: dict[str, Any] = {}
         self.count = 0
 
-    def add(self, stats: dict[str, float]) -> None:
+    def add(self, stats: dict[str, Any]) -> None:
         self.count += 1
         for k, v in stats.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v
+            if isinstance(v, torch.Tensor):
+                v = v.detach()
+            self.sums[k] = v if k not in self.sums else self.sums[k] + v
 
     def means(self, prefix: str = "") -> dict[str, float]:
-        return {f"{prefix}{k}": v / max(self.count, 1) for k, v in self.sums.items()}
+        keys = [k for k, v in self.sums.items() if isinstance(v, torch.Tensor)]
+        values = {k: float(v) for k, v in self.sums.items() if k not in keys}
+        if keys:  # one device read for all tensor sums
+            values.update(zip(keys, torch.stack([self.sums[k].double().cpu() for k in keys]).tolist()))
+        return {f"{prefix}{k}": values[k] / max(self.count, 1) for k in self.sums}
+
+
+class DivergenceWatch:
+    """Notices a NaN or infinite training loss without a device read per step: the losses of the last ``every``
+    steps are checked together (one read), and `check` at the end of an epoch checks the rest. A loss that is
+    not finite raises `TrainingDiverged` naming its step, as `check_finite` does (the steps after it in the same
+    window have run on broken weights, which are dropped with the epoch; the checkpoint is not touched)."""
+
+    def __init__(self, where: Callable[[int], str], run_dir: object = None, lr_key: str = "search.optim.lr",
+                 every: int = 32):
+        self.where, self.run_dir, self.lr_key, self.every = where, run_dir, lr_key, every
+        self.pending: list[torch.Tensor] = []
+        self.steps = 0  # steps seen, checked or not
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.steps += 1
+        self.pending.append(loss.detach().reshape(()))
+        if len(self.pending) >= self.every:
+            self.check()
+
+    def check(self) -> None:
+        if not self.pending:
+            return
+        losses, first = torch.stack(self.pending), self.steps - len(self.pending) + 1
+        self.pending = []
+        bad = ~torch.isfinite(losses)
+        if bad.any():
+            i = int(bad.nonzero()[0, 0])
+            check_finite(losses[i], self.where(first + i), self.run_dir, self.lr_key)

@@ -30,6 +30,7 @@ from typing import Any, TextIO
 import torch
 
 from enas.arch import Arch, arch_from_json, load_arch
+from enas.build import autocast
 from enas.errors import ArchError, TrainingDiverged, UserError
 from enas.registry import text_space
 from enas.runs import CHECKPOINT, atomic_write_text, seed_everything
@@ -115,7 +116,8 @@ def rank_run(run_dir: str | Path, archs: int, train_epochs: int, uniform: bool =
         "validation split")
     seed_everything(seed)
     search._reward_mode()
-    supernet_metrics = [search.task.evaluate(search.supernet, "valid", arch_fn=lambda a=a: a) for a in arch_list]
+    with autocast(search.cfg, search.device):
+        supernet_metrics = [search.task.evaluate(search.supernet, "valid", arch_fn=lambda a=a: a) for a in arch_list]
     score_name, score_label = _score_name(cfg), _score_label(cfg)
     del search  # free the supernet (and its data) before the standalone trainings
     if torch.cuda.is_available():

@@ -27,12 +27,12 @@ import torch
 
 from enas import distributed as dist
 from enas.arch import Arch, save_arch
-from enas.build import build_space, build_task, explain_out_of_memory
+from enas.build import autocast, build_space, build_task, explain_out_of_memory
 from enas.config import Config, apply_resume_overrides, dump_yaml
 from enas.controller import Controller, UniformSampler
 from enas.diagnostics import ArchCounter, CollapseMonitor, reward_trend
 from enas.errors import ConfigError
-from enas.optim import StatsMean, check_finite, lr_at, make_sgd, set_lr, sgd_step
+from enas.optim import DivergenceWatch, StatsMean, lr_at, make_sgd, set_lr, sgd_step
 from enas.progress import Progress
 from enas.reinforce import ReinforceTrainer
 from enas.runs import environment_info, open_run_dir, resolve_device, rng_state, seed_everything, set_rng_state
@@ -166,6 +166,8 @@ class Search:
         if cfg.shared_steps:
             total = min(total, cfg.shared_steps)
         stats_mean = StatsMean()
+        watch = DivergenceWatch(lambda step: f"in shared training (epoch {epoch + 1}, step {step})",
+                                self.run_dir.path)
         counter = ArchCounter(self.space.decisions(), self.space.vocabularies())  # op shares, distinct archs
         self.progress.start(f"epoch {epoch + 1}/{cfg.epochs} shared", total)
         for batch in self.task.train_batches():
@@ -178,11 +180,11 @@ class Search:
             if self._digest is not None:
                 self._digest.add(arch)
             loss, stats = self.task.shared_loss(self._net, batch, arch)
-            check_finite(loss, lambda: f"in shared training (epoch {epoch + 1}, step {stats_mean.count + 1})",
-                         self.run_dir.path)
+            watch.add(loss)  # no device read per step (a GPU runs ahead); checked every few steps
             sgd_step(self.optimizer, self.supernet, loss, cfg.optim.grad_clip, sync=self._sync)
             stats_mean.add(stats)
             self.progress.update(stats_mean.count, stats)
+        watch.check()
         self.progress.end()
         means = stats_mean.means("train_")
         if dist.active():  # every rank's shards: the figures of the global batches
@@ -220,7 +222,7 @@ class Search:
         return {f"valid_{k}": v for k, v in metrics.items()}
 
     def run(self) -> dict[str, Any]:
-        with explain_out_of_memory(self.cfg, f"the {self.cfg.space} supernet"):
+        with explain_out_of_memory(self.cfg, f"the {self.cfg.space} supernet"), autocast(self.cfg, self.device):
             try:
                 return self._run()
             finally:  # the lock goes with the run, not with this object (which cycles may keep alive)

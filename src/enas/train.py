@@ -22,10 +22,10 @@ from torch import nn
 from enas import distributed as dist
 from enas import registry
 from enas.arch import Arch, arch_from_json
-from enas.build import build_space, build_task, explain_out_of_memory, fit_model_to_arch
+from enas.build import autocast, build_space, build_task, explain_out_of_memory, fit_model_to_arch
 from enas.config import Config, apply_resume_overrides, dump_yaml, set_key
 from enas.errors import ConfigError, UserError
-from enas.optim import StatsMean, check_finite, lr_at, make_sgd, set_lr, sgd_step
+from enas.optim import DivergenceWatch, StatsMean, lr_at, make_sgd, set_lr, sgd_step
 from enas.presets import config_from_dict
 from enas.progress import Progress
 from enas.runs import (
@@ -185,18 +185,20 @@ class FinalTraining:
         per_epoch = self.task.num_train_batches()
         total_steps = per_epoch * cfg.epochs
         stats_mean = StatsMean()
+        watch = DivergenceWatch(lambda step: f"in final training (epoch {epoch + 1}, step {step})",
+                                self.run_dir.path, lr_key="train.optim.lr")
         self.progress.start(f"epoch {epoch + 1}/{cfg.epochs}", per_epoch)
         for batch in self.task.train_batches():
             if hasattr(self.model, "drop_path_progress"):
                 self.model.drop_path_progress = min(1.0, (epoch * per_epoch + stats_mean.count + 1) / total_steps)
             loss, stats = self.task.shared_loss(self._net, batch)
-            check_finite(loss, lambda: f"in final training (epoch {epoch + 1}, step {stats_mean.count + 1})",
-                         self.run_dir.path, lr_key="train.optim.lr")
+            watch.add(loss)  # no device read per step (a GPU runs ahead); checked every few steps
             sgd_step(self.optimizer, self.model, loss, cfg.optim.grad_clip, sync=self._sync)
             if self.average is not None:
                 self.average.update()
             stats_mean.add(stats)
             self.progress.update(stats_mean.count, stats)
+        watch.check()
         self.progress.end()
         means = stats_mean.means("train_")
         if dist.active():  # every rank's shards: the figures of the global batches; one model on every rank
@@ -205,7 +207,7 @@ class FinalTraining:
         return {"lr": lr, **means}
 
     def run(self) -> dict[str, Any]:
-        with explain_out_of_memory(self.cfg, f"the {self.cfg.space} child network"):
+        with explain_out_of_memory(self.cfg, f"the {self.cfg.space} child network"), autocast(self.cfg, self.device):
             try:
                 return self._run()
             finally:  # the lock goes with the run, not with this object (which cycles may keep alive)
@@ -339,7 +341,8 @@ def evaluate_model(path: str | Path, dataset: str | None = None, device: str = "
         raise UserError(f"the model's weights do not fit the data given ({str(e).splitlines()[0]}); "
                         "evaluate on the dataset it was trained on") from e
     model.to(dev).eval()
-    return task.evaluate(model, split)
+    with autocast(cfg, dev):
+        return task.evaluate(model, split)
 
 
 def _line(epoch: int, total: int, r: dict[str, Any]) -> str:

@@ -18,6 +18,7 @@ from enas.errors import ConfigError
 SEED_MAX = 2**32 - 1
 SCHEDULES = ("cosine", "decay", "constant")
 REWARD_MODES = ("eval", "train")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def _int(key: str, value: Any, low: int = 0) -> None:
@@ -79,6 +80,8 @@ def validate_config(cfg: Config) -> Config:
     _int("seed", cfg.seed, 0)
     if cfg.seed > SEED_MAX:
         raise ConfigError(f"seed must lie in 0..{SEED_MAX}, got {cfg.seed}")
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
     s, t = cfg.search, cfg.train
     _optim("search.optim", s.optim)
     _optim("train.optim", t.optim)

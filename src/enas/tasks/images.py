@@ -290,7 +290,7 @@ class ImageClassificationTask(ClassificationTask):
 
     def shared_loss(
         self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], arch: Any = None
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """CE of the logits + aux_weight * CE of the auxiliary logits (when the model returns them). The logged
         ``loss`` is the main head's CE (as the authors log it); ``aux_loss`` is added when there is an aux head."""
         x, y = batch
@@ -302,11 +302,9 @@ class ImageClassificationTask(ClassificationTask):
         else:
             ce_aux = F.cross_entropy(aux, y)
             loss = ce + self.cfg.aux_weight * ce_aux
-        logged = [ce.detach(), acc] + ([] if ce_aux is None else [ce_aux.detach()])
-        values = torch.stack(logged).tolist()  # one device sync for all stats
-        stats = {"loss": values[0], "acc": values[1]}
+        stats = {"loss": ce.detach(), "acc": acc}  # 0-dim tensors: read once per epoch (`StatsMean`), not per step
         if ce_aux is not None:
-            stats["aux_loss"] = values[2]
+            stats["aux_loss"] = ce_aux.detach()
         return loss, stats
 
     @torch.no_grad()

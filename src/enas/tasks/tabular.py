@@ -287,14 +287,13 @@ class TabularClassificationTask(ClassificationTask):
 
     def shared_loss(
         self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], arch: Any = None
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Cross-entropy of the logits (the model's second output is not used)."""
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Cross-entropy of the logits (the model's second output is not used); stats as 0-dim tensors."""
         x, y = batch
         logits, _ = model(x, arch=arch)
         loss = F.cross_entropy(logits, y)
         acc = (logits.argmax(dim=1) == y).float().mean()
-        values = torch.stack([loss.detach(), acc]).tolist()  # one device sync for both stats
-        return loss, {"loss": values[0], "acc": values[1]}
+        return loss, {"loss": loss.detach(), "acc": acc}
 
     @torch.no_grad()
     def reward(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], arch: Any = None) -> float:

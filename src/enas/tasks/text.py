@@ -204,20 +204,21 @@ class LanguageModelTask(Task):
         return reg
 
     def shared_loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor],
-                    arch: Any = None) -> tuple[torch.Tensor, dict[str, float]]:
+                    arch: Any = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Mean token cross-entropy (+ regularisers) on one window; the state is carried to the next window.
-        Stats: ``loss`` (cross-entropy, nats/token), ``ppl``, and ``reg`` when a regulariser is on."""
+        Stats (0-dim tensors, read once per epoch): ``loss`` (cross-entropy, nats/token), ``ppl``, and ``reg``
+        when a regulariser is on."""
         x, y = batch  # (T, B) each
         hidden = self._hidden if self._hidden is not None else model.init_hidden(x.size(1))
         logits, hidden, extras = model(x, hidden, arch=arch)  # logits: (T, B, V)
         self._hidden = _map_tensors(torch.Tensor.detach, hidden)  # truncate back-propagation at the window
         ce = _token_ce(logits, y)
         reg = self._regularisers(extras)
+        value = ce.detach()
+        stats = {"loss": value, "ppl": value.double().exp()}  # float64: no overflow to inf before exp(709)
         if reg is None:
-            value = ce.item()
-            return ce, {"loss": value, "ppl": _ppl(value)}
-        value, reg_value = torch.stack([ce.detach(), reg.detach()]).tolist()  # one device sync
-        return ce + reg, {"loss": value, "ppl": _ppl(value), "reg": reg_value}
+            return ce, stats
+        return ce + reg, {**stats, "reg": reg.detach()}
 
     # ---- reward --------------------------------------------------------------------------------------------------
 
