@@ -105,3 +105,12 @@ def interrupted_after_checkpoint(monkeypatch):
             monkeypatch.setattr(RunDir, "save_checkpoint", original)
 
     return interrupted
+
+
+def conv_output_dtypes(model: torch.nn.Module) -> set:
+    """The set that collects the output dtype of every Conv2d of ``model`` at each forward (autocast checks)."""
+    dtypes: set = set()
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.register_forward_hook(lambda mod, args, out: dtypes.add(out.dtype))
+    return dtypes

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from enas.build import autocast, uses_bf16
 from enas.errors import ConfigError
 from enas.presets import make_config
 from enas.search import Search
 from enas.validate import validate_config
-from tests.conftest import tiny_image_config
+from tests.conftest import conv_output_dtypes, tiny_image_config
 
 
 @pytest.mark.parametrize("space, precision, device, expected", [
@@ -40,10 +39,7 @@ def test_a_bf16_search_runs_its_convolutions_in_bf16_and_keeps_float32_weights(n
     cfg.search.epochs = 1
     cfg.precision = "bf16"
     search = Search(cfg, tmp_path / "run", progress=False)
-    dtypes = set()
-    for m in search.supernet.modules():
-        if isinstance(m, nn.Conv2d):
-            m.register_forward_hook(lambda mod, args, out: dtypes.add(out.dtype))
+    dtypes = conv_output_dtypes(search.supernet)
     summary = search.run()
     assert dtypes == {torch.bfloat16}
     assert {p.dtype for p in search.supernet.parameters()} == {torch.float32}

@@ -6,7 +6,7 @@ import torch
 
 from enas.controller import UniformSampler
 from enas.spaces.base import TaskInfo
-from tests.conftest import tiny_image_config, tiny_rnn_config
+from tests.conftest import conv_output_dtypes, tiny_image_config, tiny_rnn_config
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -57,16 +57,11 @@ def test_tiny_search_on_cuda(space, corpus_dir, npz_path, tmp_path):
 
 
 def test_cnn_search_on_cuda_runs_in_bf16_by_default(npz_path, tmp_path):
-    from torch import nn
-
     from enas.search import Search
 
     cfg = tiny_image_config("macro", npz_path)
     cfg.device = "cuda"
     search = Search(cfg, tmp_path / "run", progress=False)
-    dtypes = set()
-    for m in search.supernet.modules():
-        if isinstance(m, nn.Conv2d):
-            m.register_forward_hook(lambda mod, args, out: dtypes.add(out.dtype))
+    dtypes = conv_output_dtypes(search.supernet)
     assert search.run()["best"]["score"] > 0
     assert dtypes == {torch.bfloat16}
