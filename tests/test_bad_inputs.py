@@ -92,6 +92,8 @@ CASES = [
     # --- search: flags and values ---
     ("search-no-space", "search", "--space is required"),
     ("search-bad-space", "search --space cnn", "unknown space 'cnn'"),
+    ("search-missing-space-file", "search --space {root}/missing.py:SPACE", "argument --space: cannot import"),
+    ("search-bad-precision", "search --space micro --data {npz} --set precision=fp16", "precision must be one of"),
     ("search-missing-npz", "search --space micro --data {root}/missing.npz", "does not exist"),
     ("search-bad-npz", "search --space micro --data {bad_npz} --preset demo", "not a readable .npz"),
     ("search-float-npz", "search --space micro --data {float_npz} --preset demo", "uint8"),

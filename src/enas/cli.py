@@ -29,8 +29,8 @@ def _space_arg(value: str) -> str:
     """--space: a registered name, or package.module:NAME / path/file.py:NAME of a SpaceEntry (loaded here)."""
     try:
         return registry.get(value).name
-    except UserError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+    except UserError as e:  # argparse prefixes "argument --space: " itself
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--space: ")) from None
 
 
 _SPACE_HELP = "search space: rnn, macro, micro, a registered name, or package.module:NAME (docs/spaces.md)"
