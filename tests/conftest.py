@@ -114,3 +114,12 @@ def conv_output_dtypes(model: torch.nn.Module) -> set:
         if isinstance(m, torch.nn.Conv2d):
             m.register_forward_hook(lambda mod, args, out: dtypes.add(out.dtype))
     return dtypes
+
+
+@pytest.fixture
+def clean_registry(monkeypatch):
+    """The test sees the built-in spaces only (and whatever it registers itself)."""
+    from enas import registry
+
+    monkeypatch.setattr(registry, "_ENTRIES", {e.name: e for e in registry._BUILTIN})
+    monkeypatch.setattr(registry, "_entry_points_loaded", False)

@@ -24,10 +24,7 @@ CNN = ROOT / "examples" / "cnn_choices.py"
 MLP = ROOT / "examples" / "mlp_choices.py"
 
 
-@pytest.fixture(autouse=True)
-def clean_registry(monkeypatch):
-    monkeypatch.setattr(registry, "_ENTRIES", {e.name: e for e in registry._BUILTIN})
-    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+pytestmark = pytest.mark.usefixtures("clean_registry")  # tests/conftest.py
 
 
 class Toy(nn.Module):

@@ -23,11 +23,7 @@ TINY = ["--preset", "demo", "--device", "cpu", "--set", "task.train_subset=null"
         "--set", "model.channels=4", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def clean_registry(monkeypatch):
-    """Each test sees the built-in spaces only (and whatever it registers itself)."""
-    monkeypatch.setattr(registry, "_ENTRIES", {e.name: e for e in registry._BUILTIN})
-    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+pytestmark = pytest.mark.usefixtures("clean_registry")  # tests/conftest.py
 
 
 def test_the_paper_spaces_are_registry_entries():

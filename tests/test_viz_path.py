@@ -22,10 +22,7 @@ CNN = ROOT / "examples" / "cnn_choices.py"
 INFO = TaskInfo(in_channels=1, image_size=8, num_classes=3, in_features=4)
 
 
-@pytest.fixture(autouse=True)
-def clean_registry(monkeypatch):
-    monkeypatch.setattr(registry, "_ENTRIES", {e.name: e for e in registry._BUILTIN})
-    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+pytestmark = pytest.mark.usefixtures("clean_registry")  # tests/conftest.py
 
 
 class Branchy(nn.Module):

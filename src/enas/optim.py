@@ -104,7 +104,7 @@ class StatsMean:
         keys = [k for k, v in self.sums.items() if isinstance(v, torch.Tensor)]
         values = {k: float(v) for k, v in self.sums.items() if k not in keys}
         if keys:  # one device read for all tensor sums
-            values.update(zip(keys, torch.stack([self.sums[k].double().cpu() for k in keys]).tolist()))
+            values.update(zip(keys, torch.stack([self.sums[k].double() for k in keys]).tolist()))
         return {f"{prefix}{k}": values[k] / max(self.count, 1) for k in self.sums}
 
 
