@@ -19,13 +19,12 @@ from enas.viz import (
     _draw_macro,
     _draw_micro,
     _draw_rnn,
-    _layered_layout,
-    _panels,
-    _read_epochs,
     draw_arch,
     plot_curves,
     plot_op_shares,
 )
+from enas.viz_curves import _panels, _read_epochs
+from enas.viz_dag import _layered_layout
 
 PTB_CELL = "0 0 0 1 1 2 1 2 0 2 0 5 1 1 0 6 1 8 1 8 1 8 1"
 MICRO_CELLS = "0 2 0 0 0 4 0 1 0 4 1 1 1 0 0 1 0 2 1 1 1 0 1 0 0 3 0 2 1 1 3 1 1 0 0 4 0 3 1 1"

@@ -19,10 +19,10 @@ head) behind a plain-tensor interface:
 The batch dimension B is dynamic. The language model's window length T is fixed at export (the cell is unrolled
 over time; default: the training ``bptt``): run longer texts window by window, carrying ``hidden``.
 
-A JSON description of the model (`METADATA_NAME`) travels inside the file: the space, the arch, the input and
-output shapes, the class count or vocabulary size and, when the training data can be read at export time, the
-image normalisation or the feature standardisation (applied by the data pipeline, not by the model) and class
-names, or the vocabulary. Read it
+A JSON description of the model (`METADATA_NAME`, written by `enas.export_meta.describe`) travels inside the
+file: the space, the arch, the input and output shapes, the class count or vocabulary size and, when the training
+data can be read at export time, the image normalisation or the feature standardisation (applied by the data
+pipeline, not by the model) and class names, or the vocabulary. Read it
 with ``extra = {"enas.json": ""}; torch.export.load(path, extra_files=extra); json.loads(extra["enas.json"])``, or
 from the ONNX model's ``metadata_props`` (key ``enas``).
 """
@@ -34,7 +34,6 @@ import contextlib
 import json
 import logging
 import os
-import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -42,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from enas.errors import UserError
+from enas.export_meta import _is_language_model, _is_tabular, describe
 
 if TYPE_CHECKING:  # torch is imported where it is used: building the CLI's parser must not import it
     import torch
@@ -49,9 +49,7 @@ if TYPE_CHECKING:  # torch is imported where it is used: building the CLI's pars
 
 FORMATS = {"torch-export": ".pt2", "onnx": ".onnx"}
 METADATA_NAME = "enas.json"  # extra file of the .pt2; metadata_props key "enas" of the .onnx
-METADATA_FORMAT = "enas-export"
 EXAMPLE_BATCH = 2  # batch of the example input (not 1: a size-1 example would fix the batch dimension at 1)
-STANDARDISATION_FORMULA = "x = (feature - mean[f]) / std[f] per feature f"
 
 
 def wrap(child: nn.Module, language_model: bool, tabular: bool = False) -> nn.Module:
@@ -190,14 +188,6 @@ def load_child(source: str | Path, device: str | torch.device = "cpu") -> tuple[
     return child.to(device).eval(), raw, cfg, arch
 
 
-def _is_language_model(raw: dict[str, Any]) -> bool:
-    return raw["task_info"].get("vocab_size", 0) > 0
-
-
-def _is_tabular(raw: dict[str, Any]) -> bool:
-    return raw["task_info"].get("in_features", 0) > 0
-
-
 def export_program(child: nn.Module, raw: dict[str, Any], cfg: Any, seq_len: int | None = None,
                    device: str | torch.device = "cpu") -> torch.export.ExportedProgram:
     """`torch.export.export` of the eval-mode ``child`` behind `wrap`'s plain-tensor forward, with a dynamic
@@ -246,150 +236,6 @@ def _quiet() -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
-
-
-def describe(child: nn.Module, raw: dict[str, Any], cfg: Any, arch: Any, source: Path, fmt: str,
-             seq_len: int | None = None, data: bool = True) -> dict[str, Any]:
-    """The metadata stored with an exported model (see the module docstring)."""
-    import torch
-
-    info = raw["task_info"]
-    meta: dict[str, Any] = {
-        "format": METADATA_FORMAT, "version": 1, "export_format": fmt,
-        "space": cfg.space, "arch": arch.to_json(), "fixed_arc": arch.to_fixed_arc(),
-        "dataset": cfg.dataset, "preset": cfg.preset, "seed": cfg.seed, "source": str(source.resolve()),
-        "params": sum(p.numel() for p in child.parameters()), "torch_version": torch.__version__,
-    }
-    if _is_language_model(raw):
-        steps = seq_len or cfg.task.bptt
-        hidden = child.hidden_size
-        meta.update({
-            "kind": "language model", "vocab_size": info["vocab_size"], "hidden_size": hidden, "seq_len": steps,
-            "inputs": [
-                {"name": "tokens", "shape": [steps, "batch"], "dtype": "int64",
-                 "note": f"word ids in [0, vocab_size); the time dimension is fixed at {steps}"},
-                {"name": "hidden", "shape": ["batch", hidden], "dtype": "float32",
-                 "note": "recurrent state: zeros to start, then the hidden returned by the previous window"},
-            ],
-            "outputs": [
-                {"name": "logits", "shape": [steps, "batch", info["vocab_size"]], "dtype": "float32",
-                 "note": "next-word scores (softmax over the last dimension)"},
-                {"name": "next_hidden", "shape": ["batch", hidden], "dtype": "float32",
-                 "note": "the state after the window, to pass as `hidden` with the next window"},
-            ],
-            "dynamic_dims": {"batch": "any size >= 1"},
-            "usage": "logits, next_hidden = torch.export.load(path).module()(tokens, hidden)",
-        })
-        meta.update(_vocabulary(cfg, info["vocab_size"]) if data else
-                    {"vocab": None, "vocab_note": "not stored (exported with --no-data)"})
-    elif _is_tabular(raw):
-        f, k = info["in_features"], info["num_classes"]
-        meta.update({
-            "kind": "tabular classifier", "num_classes": k, "in_features": f,
-            "inputs": [{"name": "features", "shape": ["batch", f], "dtype": "float32",
-                        "note": "one row of features per example, standardised as `standardisation` says"}],
-            "outputs": [{"name": "logits", "shape": ["batch", k], "dtype": "float32",
-                         "note": "class scores (argmax: the predicted class)"}],
-            "dynamic_dims": {"batch": "any size >= 1"},
-            "usage": "logits = torch.export.load(path).module()(features)",
-        })
-        meta.update(_standardisation(cfg) if data else {"class_names": None, "standardisation": {
-            "in_model": False, "mean": None, "std": None, "formula": STANDARDISATION_FORMULA,
-            "note": "the data pipeline standardises the features, not the model; mean and std are those of the "
-                    "training rows and were not stored (exported with --no-data)"}})
-    else:
-        c, s, k = info["in_channels"], info["image_size"], info["num_classes"]
-        meta.update({
-            "kind": "image classifier", "num_classes": k, "in_channels": c, "image_size": s,
-            "inputs": [{"name": "images", "shape": ["batch", c, s, s], "dtype": "float32",
-                        "note": "channels first (NCHW), normalised as `normalisation` says"}],
-            "outputs": [{"name": "logits", "shape": ["batch", k], "dtype": "float32",
-                         "note": "class scores (argmax: the predicted class)"}],
-            "dynamic_dims": {"batch": "any size >= 1"},
-            "usage": "logits = torch.export.load(path).module()(images)",
-        })
-        meta.update(_normalisation(cfg) if data else {"class_names": None, "normalisation": {
-            "in_model": False, "mean": None, "std": None,
-            "formula": "x = (pixel / 255 - mean[c]) / std[c] per channel c, pixels in [0, 255]",
-            "note": "the data pipeline normalises the images, not the model; mean and std are those of the "
-                    "training images and were not stored (exported with --no-data)"}})
-    if fmt == "onnx":
-        meta["usage"] = "onnxruntime.InferenceSession(path).run(None, {" + ", ".join(
-            f"'{i['name']}': ..." for i in meta["inputs"]) + "})"
-    return meta
-
-
-def _load_task(cfg: Any) -> Any:
-    import torch
-
-    from enas.build import build_task
-
-    return build_task(cfg, torch.device("cpu"))
-
-
-def _data_unavailable(cfg: Any, e: BaseException) -> str:
-    reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-    return f"the training data ({cfg.dataset}) could not be read at export time: {reason}"
-
-
-def _normalisation(cfg: Any) -> dict[str, Any]:
-    """Class names and the per-channel mean / std the training pipeline normalised the images with
-    (`enas.tasks.images`: computed on the training part of the data, validation excluded, not stored in model.pt)."""
-    norm: dict[str, Any] = {
-        "in_model": False,
-        "formula": "x = (pixel / 255 - mean[c]) / std[c] per channel c, pixels in [0, 255]",
-    }
-    try:
-        task = _load_task(cfg)
-    except (UserError, OSError) as e:
-        note = _data_unavailable(cfg, e)
-        print(f"warning: {note}; the export's metadata lacks the normalisation statistics and class names",
-              file=sys.stderr)
-        norm.update({"mean": None, "std": None, "note": "the data pipeline normalises the images, not the model; "
-                     f"{note}"})
-        return {"class_names": None, "normalisation": norm}
-    norm.update({"mean": [round(float(v), 7) for v in task.mean], "std": [round(float(v), 7) for v in task.std],
-                 "note": "the data pipeline normalises the images, not the model: apply this to your images "
-                         "(statistics of the training images, validation part excluded)"})
-    return {"class_names": list(task.class_names), "normalisation": norm}
-
-
-def _standardisation(cfg: Any) -> dict[str, Any]:
-    """Class names and the per-feature mean / std the training pipeline standardised the rows with
-    (`enas.tasks.tabular`: computed on the training part of the data, validation excluded, not stored in model.pt;
-    0 and 1 when ``task.standardize`` was off)."""
-    norm: dict[str, Any] = {"in_model": False, "formula": STANDARDISATION_FORMULA}
-    try:
-        task = _load_task(cfg)
-    except (UserError, OSError) as e:
-        note = _data_unavailable(cfg, e)
-        print(f"warning: {note}; the export's metadata lacks the standardisation statistics and class names",
-              file=sys.stderr)
-        norm.update({"mean": None, "std": None, "note": "the data pipeline standardises the features, not the "
-                     f"model; {note}"})
-        return {"class_names": None, "standardisation": norm}
-    norm.update({"mean": [float(v) for v in task.mean], "std": [float(v) for v in task.std],
-                 "note": "the data pipeline standardises the features, not the model: apply this to your rows "
-                         "(statistics of the training rows, validation part excluded; a constant feature has "
-                         "std 1)" if task.cfg.standardize else
-                         "task.standardize was off: the model reads the features as they are (mean 0, std 1)"})
-    return {"class_names": list(task.class_names), "standardisation": norm}
-
-
-def _vocabulary(cfg: Any, vocab_size: int) -> dict[str, Any]:
-    """The corpus vocabulary (id -> word; each line of text ends with ``<eos>``), when the corpus can be read."""
-    try:
-        vocab = list(_load_task(cfg).corpus.vocab)
-    except (UserError, OSError) as e:
-        note = _data_unavailable(cfg, e)
-        print(f"warning: {note}; the export's metadata lacks the vocabulary", file=sys.stderr)
-        return {"vocab": None, "vocab_note": note}
-    if len(vocab) != vocab_size:
-        note = f"the corpus now has {len(vocab)} words, the model was trained on {vocab_size}: vocabulary not stored"
-        print(f"warning: {note}", file=sys.stderr)
-        return {"vocab": None, "vocab_note": note}
-    return {"vocab": vocab, "vocab_note": "word of each id; text is split on whitespace and every line ends with "
-                                          "<eos>; unknown words must be mapped by the user (PTB uses <unk>)"}
 
 
 def export_model(source: str | Path, fmt: str = "torch-export", out: str | Path | None = None, *,
