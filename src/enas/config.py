@@ -243,7 +243,7 @@ RESUMABLE = (
     "device", "precision", "search.epochs", "search.shared_steps", "search.controller_every", "search.eval_every",
     "search.log_archs", "search.derive_samples", "search.derive_greedy", "search.derive_uniform", "search.optim.",
     "train.epochs", "train.eval_every", "train.checkpoint_every", "train.optim.",
-    "controller.lr", "controller.entropy_weight", "controller.train_steps", "model.cell",
+    "controller.lr", "controller.entropy_weight", "controller.train_steps", "model.cell", "model.compile_cell",
 )
 
 

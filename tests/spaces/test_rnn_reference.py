@@ -1,5 +1,6 @@
-"""The fast recurrent cell (`rnn_cell.run_cell`) equals the plain-autograd reference (`rnn_reference`): outputs,
-hidden state, gradients and batch-norm running statistics, supernet and child, with dropout masks and BN."""
+"""The fast recurrent cell (`rnn_cell.run_cell`) and the arch-as-data cell (`rnn_graph.run_cell_graph`) equal the
+plain-autograd reference (`rnn_reference`): outputs, hidden state, gradients and batch-norm running statistics,
+supernet and child, with dropout masks and BN."""
 
 import copy
 
@@ -75,6 +76,7 @@ def assert_same(fast, ref):
         assert_close(name, buf, ref[4][name], values_tol)
 
 
+@pytest.mark.parametrize("cell", ["fast", "graph"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("build", ["supernet", "child"])
 @pytest.mark.parametrize("model", [
@@ -84,7 +86,7 @@ def assert_same(fast, ref):
     dict(batch_norm=True, batch_norm_output=True, variant="corrected", dropout_h_all_nodes=False),
     dict(batch_norm=False, weights_per_activation=True, dropout_h=0.0),
 ], ids=["no_bn", "bn", "bn_output", "corrected_bn_h_node0_only", "per_act_no_h_mask"])
-def test_fast_cell_equals_reference_in_training_mode(build, model, dtype):
+def test_cell_equals_reference_in_training_mode(build, model, dtype, cell):
     space = build_space(config(**model))
     supernet = space.build_supernet(INFO).to(dtype)
     for i, arch in enumerate(archs(space, 4, seed=0)):
@@ -102,15 +104,16 @@ def test_fast_cell_equals_reference_in_training_mode(build, model, dtype):
                 for b in net.buffers():
                     b.uniform_(0.1, 1.0)
         before = {n: b.clone() for n, b in net.named_buffers()}
-        fast = run(copy.deepcopy(net), "fast", arch, seed=i)
+        fast = run(copy.deepcopy(net), cell, arch, seed=i)
         ref = run(copy.deepcopy(net), "reference", arch, seed=i)
         assert_same(fast, ref)
         if model.get("batch_norm"):
             assert not torch.equal(fast[4]["bn_mean"], before["bn_mean"])  # the statistics did move
 
 
+@pytest.mark.parametrize("cell", ["fast", "graph"])
 @pytest.mark.parametrize("build", ["supernet", "child"])
-def test_fast_cell_equals_reference_in_eval_mode(build):
+def test_cell_equals_reference_in_eval_mode(build, cell):
     space = build_space(config(batch_norm=True, batch_norm_output=True))
     net = space.build_supernet(INFO)
     for arch in archs(space, 3, seed=5):
@@ -121,12 +124,12 @@ def test_fast_cell_equals_reference_in_eval_mode(build):
         model.train()
         model(tokens(), model.init_hidden(B), arch=arch)  # move the running statistics away from 0 / 1
         model.eval()
-        assert_same(run(copy.deepcopy(model), "fast", arch), run(copy.deepcopy(model), "reference", arch))
+        assert_same(run(copy.deepcopy(model), cell, arch), run(copy.deepcopy(model), "reference", arch))
 
 
 def test_cell_flag_end_to_end():
     losses = []
-    for cell in ("fast", "reference"):
+    for cell in ("fast", "reference", "graph"):
         cfg = config(batch_norm=True, batch_norm_output=True, cell=cell)
         space = build_space(cfg)
         arch = archs(space, 1, seed=3)[0]
@@ -139,16 +142,17 @@ def test_cell_flag_end_to_end():
         loss = F.cross_entropy(logits.reshape(-1, V), x[1:].reshape(-1))
         loss.backward()
         losses.append((loss.detach(), child.w_h.grad, child.bn_mean.clone()))
-    (loss, grad, mean), (ref_loss, ref_grad, ref_mean) = losses
+    (ref_loss, ref_grad, ref_mean) = losses[1]
     values_tol, grads_tol = TOL[torch.float32]
-    assert_close("loss", loss, ref_loss, values_tol)
-    assert_close("w_h.grad", grad, ref_grad, grads_tol)
-    assert_close("bn_mean", mean, ref_mean, values_tol)
+    for loss, grad, mean in (losses[0], losses[2]):
+        assert_close("loss", loss, ref_loss, values_tol)
+        assert_close("w_h.grad", grad, ref_grad, grads_tol)
+        assert_close("bn_mean", mean, ref_mean, values_tol)
     assert build_space(config()).build_supernet(INFO).cell == "fast"  # the default
 
 
 def test_unknown_cell_is_refused():
-    with pytest.raises(ConfigError, match="model.cell must be one of fast, reference; got 'slow'"):
+    with pytest.raises(ConfigError, match="model.cell must be one of fast, reference, graph; got 'slow'"):
         config(cell="slow")
     with pytest.raises(ConfigError, match="model.cell"):
         RnnSpaceConfig(cell="").validate()
