@@ -24,6 +24,11 @@ def test_benchmark_rows_are_complete(space):
         assert workload + " / None" in rows
     if space == "rnn":
         assert rows["supernet (fresh arch) / 2-layer nn.LSTM LM"]["flop_parity_ratio"] > 0
+        graph = "supernet, graph cell (fresh arch)"
+        assert rows[f"{graph} / 2-layer nn.LSTM LM"]["ratio"] > 0
+        assert rows[f"{graph} / supernet (fresh arch)"]["unit"] == "s/step"
+        launches = rows[f"kernel launches per step, {graph} / None"]["value"]
+        assert launches > rows["kernel launches per step, supernet (fresh arch) / None"]["value"] > 50
     if space == "micro":
         assert {"supernet (fresh arch) / plain CNN", "supernet (fresh arch) / 4-conv CNN"} <= set(rows)
 

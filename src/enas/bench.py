@@ -30,6 +30,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
+from enas.bench_launches import count_launches, graph_note, graph_supernet
 from enas.runs import resolve_device
 from enas.spaces.base import TaskInfo
 
@@ -43,6 +44,9 @@ SIZES = {
 }
 ARCH_SEED = 2018  # the fixed draw of benchmark archs
 FIXED_ARCHS = 4  # archs cycled for the supernet-vs-child ratio
+GRAPH_WORKLOADS = {False: "supernet, graph cell (fresh arch)", True: "supernet, graph cell compiled (fresh arch)"}
+LAUNCH_NOTE = ("forward + backward + optimizer, from a profile: device kernels on a GPU; on the CPU the top-level "
+               "aten operators that run a kernel plus compiled kernels")
 
 
 class LSTMLanguageModel(nn.Module):
@@ -236,7 +240,7 @@ def _space(name: str, s: dict[str, int]) -> Any:
 
 
 def bench_space(name: str, device: torch.device, size: str = "target", warmup: int = 2,
-                steps: int = 20) -> list[dict[str, Any]]:
+                steps: int = 20, compile: bool = False) -> list[dict[str, Any]]:
     """Every row of one paper space (see the module docstring)."""
     s = SIZES[size][name]
     space = _space(name, s)
@@ -278,6 +282,12 @@ def bench_space(name: str, device: torch.device, size: str = "target", warmup: i
         Workload("child (arch k)", lambda i: child_steps[i % FIXED_ARCHS](i), items,
                  lambda i: loss(children[i % FIXED_ARCHS])),
     ]
+    if text:  # the arch-as-data cell, eager and (with ``compile``) compiled, on the same fresh archs
+        for compiled in (False, True) if compile else (False,):
+            torch.manual_seed(0)
+            net = graph_supernet(s, info, device, compiled)
+            workloads.append(Workload(GRAPH_WORKLOADS[compiled], _sgd_step(net, lambda i, n=net: loss(n, archs[i])),
+                                      items, lambda i, n=net: loss(n, archs[i])))
     refs: list[tuple[str, nn.Module]] = []
     if text:
         refs.append(("2-layer nn.LSTM LM", LSTMLanguageModel(s["vocab"], s["hidden"])))
@@ -297,17 +307,26 @@ def bench_space(name: str, device: torch.device, size: str = "target", warmup: i
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = interleave(workloads, device, warmup, steps)
+    # launches first: a compiled step once run under a dispatch mode (the FLOP counter below) stays eager
+    launch_rows = [_row(name, f"kernel launches per step, {w.name}",
+                        statistics.fmean(count_launches(lambda i=i, w=w: w.step(i), device) for i in range(2)),
+                        "launches", note=LAUNCH_NOTE if w.name == "supernet (fresh arch)" else
+                        graph_note("compiled" in w.name, device))
+                   for w in workloads if w.name.startswith("supernet") and "arch k" not in w.name]
     flops = {w.name: statistics.fmean(_flops(w.forward, i, w.uncounted_flops)
                                       for i in range(FIXED_ARCHS if "arch" in w.name else 1))
              for w in workloads}
     item_counts = {w.name: w.items for w in workloads}
-    pairs = [("supernet (fresh arch)", ref, "throughput") for ref, _ in refs]
+    supernets = [w.name for w in workloads if w.name.startswith("supernet") and "arch k" not in w.name]
+    pairs = [(w, ref, "throughput") for w in supernets for ref, _ in refs]
+    pairs += [(w, "supernet (fresh arch)", "step time") for w in supernets[1:]]
     pairs.append(("supernet (arch k)", "child (arch k)", "step time"))
     rows = _ratio_rows(name, times, item_counts, flops, pairs)
 
     kernels = statistics.fmean(_kernels(workloads[0].step, i) for i in range(FIXED_ARCHS))
     rows.append(_row(name, "kernels per supernet step", kernels, "aten ops",
                      note="forward + backward + optimizer, mean over the fixed archs"))
+    rows += launch_rows
     rows += _side_rows(name, space, supernet, children[0], fixed[0], info, loss, items, device, steps)
     if device.type == "cuda":
         peak, where = torch.cuda.max_memory_allocated(device) / 2**20, "GPU, this space"
@@ -354,21 +373,21 @@ def _side_rows(name: str, space: Any, supernet: nn.Module, child: nn.Module, arc
 
 
 def run_benchmarks(spaces: list[str], device: str = "auto", size: str = "target", verbose: bool = True,
-                   warmup: int = 2, steps: int = 20) -> dict[str, Any]:
+                   warmup: int = 2, steps: int = 20, compile: bool = False) -> dict[str, Any]:
     """``{"rows": [...], "device", "device_name", "threads", "torch", "size", "steps", "warmup"}``."""
     import platform
 
     dev = resolve_device(device)
     rows = []
     for name in spaces:
-        space_rows = bench_space(name, dev, size, warmup, steps)
+        space_rows = bench_space(name, dev, size, warmup, steps, compile)
         rows += space_rows
         if verbose:
             for r in space_rows:
                 print(format_row(r), flush=True)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine()
     return {"rows": rows, "device": str(dev), "device_name": name, "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "size": size, "steps": steps, "warmup": warmup}
+            "torch": torch.__version__, "size": size, "steps": steps, "warmup": warmup, "compile": compile}
 
 
 def format_row(r: dict[str, Any]) -> str:

@@ -102,7 +102,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if not existed:
             out.unlink()
     results = run_benchmarks(args.space or list(PAPER_SPACES), device=args.device, size=args.size,
-                             warmup=args.warmup, steps=args.steps)
+                             warmup=args.warmup, steps=args.steps, compile=args.compile)
     if out is not None:
         out.write_text(json.dumps(results, indent=2) + "\n")
         print(f"written: {out}")

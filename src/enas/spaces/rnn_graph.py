@@ -69,23 +69,33 @@ def _batch_norm(y: Tensor, weight: Tensor, bias: Tensor, mean: Tensor, var: Tens
 
 
 def cell_step(w: Tensor, x_t: Tensor, hidden: Tensor, parent: Tensor, act: Tensor, out: Tensor,
-              mask_h: Tensor | None, node_mask: Tensor | None, bn: tuple[Tensor, ...] | None, training: bool
-              ) -> tuple[Tensor, tuple[Tensor, ...] | None]:
+              mask_h: Tensor | None, node_mask: Tensor | None, bn: tuple[Tensor, ...] | None, training: bool,
+              probes: list[Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, ...] | None, Tensor | None]:
     """One time step of the cell for any arch of N nodes: w (N, H, 2H), x_t (B, 2H) = x_t W_x, hidden (B, H) ->
-    h_t (B, H) and, with ``bn`` = (weight, bias, running mean, running var, [out weight, bias, mean, var]), each
-    (N, 2H) or (H,), the moved running statistics."""
+    h_t (B, H), with ``bn`` = (weight, bias, running mean, running var, [out weight, bias, mean, var]), each
+    (N, 2H) or (H,), the moved running statistics, and with ``probes`` the node inputs (N, B, H).
+
+    ``probes``: N zero tensors (B, 2H) added to the nodes' products, through which `WeightProbes` collects the
+    products' gradients for one batched weight-gradient product over all steps; ``w`` itself then carries no
+    gradient here (pass it detached)."""
     nodes = w.shape[0]
     states: list[Tensor] = []
+    inputs: list[Tensor] = []
     means: list[Tensor] = []
     variances: list[Tensor] = []
     for l in range(nodes):
         if l == 0:
             carry = hidden
-            y = torch.addmm(x_t, carry if mask_h is None else carry * mask_h, w[0])
+            inp = carry if mask_h is None else carry * mask_h
+            y = torch.addmm(x_t, inp, w[0])
         else:
             stacked = states[0].unsqueeze(0) if l == 1 else torch.stack(states)  # (l, B, H)
             carry = stacked.index_select(0, parent[l:l + 1]).squeeze(0)
-            y = (carry if node_mask is None else carry * node_mask) @ w[l]  # (B, 2H)
+            inp = carry if node_mask is None else carry * node_mask
+            y = inp @ w[l]  # (B, 2H)
+        if probes is not None:
+            y = y + probes[l]
+            inputs.append(inp)
         if bn is not None:
             y, mean, var = _batch_norm(y, bn[0][l], bn[1][l], bn[2][l], bn[3][l], training)
             means.append(mean)
@@ -95,16 +105,41 @@ def cell_step(w: Tensor, x_t: Tensor, hidden: Tensor, parent: Tensor, act: Tenso
         f = f.index_select(0, act[l:l + 1]).squeeze(0)
         states.append(torch.lerp(carry, f, torch.sigmoid(gate)))
     h = torch.tensordot(out, torch.stack(states), dims=1)  # (B, H)
+    stacked_inputs = torch.stack(inputs).detach() if probes is not None else None
     if bn is None:
-        return h, None
+        return h, None, stacked_inputs
     stats = [torch.stack(means), torch.stack(variances)]
     if len(bn) > 4:
         h, mean, var = _batch_norm(h, bn[4], bn[5], bn[6], bn[7], training)
         stats += [mean, var]
-    return h, tuple(stats)
+    return h, tuple(stats), stacked_inputs
 
 
-StepFn = Callable[..., tuple[Tensor, "tuple[Tensor, ...] | None"]]
+class WeightProbes(torch.autograd.Function):
+    """Zero probes for T steps x N nodes, each (B, 2H), as one output per (step, node). Their gradients are the
+    gradients of the nodes' products; this node's backward runs after every step's (autograd orders it so) and
+    turns them, with the node inputs of every step (``inputs``, filled by the forward), into the weight gradient
+    as one batched product ``dW[l] = X[l]^T dY[l]`` over all T*B rows, instead of T*N small products each
+    accumulated into a gradient of the whole (N, H, 2H) stack."""
+
+    @staticmethod
+    def forward(ctx, w: Tensor, inputs: list[Tensor], steps: int, batch: int):
+        ctx.inputs, ctx.steps = inputs, steps
+        zeros = w.new_zeros(steps * w.shape[0], batch, w.shape[2])
+        return zeros.unbind(0)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, *grads: Tensor | None):
+        nodes = len(grads) // ctx.steps
+        like = next(g for g in grads if g is not None)
+        dy = torch.stack([g if g is not None else torch.zeros_like(like) for g in grads])  # (T*N, B, 2H)
+        dy = dy.view(ctx.steps, nodes, *like.shape).transpose(0, 1).flatten(1, 2)  # (N, T*B, 2H)
+        x = torch.stack(ctx.inputs).transpose(0, 1).flatten(1, 2)  # (N, T*B, H)
+        return torch.bmm(x.transpose(1, 2), dy), None, None, None
+
+
+StepFn = Callable[..., tuple[Tensor, "tuple[Tensor, ...] | None", "Tensor | None"]]
 
 
 def _norm_tensors(norms: CellNorms, nodes: int) -> list[Tensor]:
@@ -120,13 +155,21 @@ def run_cell_graph(index: CellIndex, w: Tensor, xproj: Tensor, hidden: Tensor, m
     """Unroll the cell over time: w (N, H, 2H) the path's matrices (node 0's h_{t-1} part first), xproj (T, B, 2H),
     hidden (B, H) -> outputs (T, B, H), last hidden state (B, H). ``step`` is `cell_step` or a compiled copy of it.
     The running statistics of ``norms`` move in place once, after the loop."""
-    nodes = w.shape[0]
+    nodes, steps = w.shape[0], xproj.shape[0]
     node_mask = mask_h if mask_all_nodes else None
     bn = _norm_tensors(norms, nodes) if norms is not None else None
+    probes: list[Tensor] | None = None
+    inputs: list[Tensor] = []
+    if torch.is_grad_enabled() and w.requires_grad:
+        probes = list(WeightProbes.apply(w, inputs, steps, xproj.shape[1]))
+        w = w.detach()
     outputs = []
-    for x_t in xproj.unbind(0):
-        hidden, stats = step(w, x_t, hidden, index.parent, index.act, index.out, mask_h, node_mask,
-                             None if bn is None else tuple(bn), training)
+    for t, x_t in enumerate(xproj.unbind(0)):
+        hidden, stats, inp = step(w, x_t, hidden, index.parent, index.act, index.out, mask_h, node_mask,
+                                  None if bn is None else tuple(bn), training,
+                                  None if probes is None else probes[t * nodes:(t + 1) * nodes])
+        if inp is not None:
+            inputs.append(inp)
         if stats is not None and training:
             bn[2], bn[3] = stats[0], stats[1]
             if len(stats) > 2:
