@@ -10,7 +10,9 @@ images; PTB sizes: 929k / 73k / 82k tokens over 10,000 words), and times through
 * one arch scored on the whole validation split (the unit of validation and derive);
 * a final-training step of the paper's final model (``FinalTraining``'s model, task and optimiser);
 
-then extrapolates an epoch (steps per epoch x shared step + controller updates x update + the epoch's validation)
+for the recurrent space also the shared step with the arch-as-data cell compiled (`model.cell=graph`,
+`model.compile_cell=true`: CUDA graphs on a GPU; ``--no-graph`` skips it); then extrapolates an epoch (steps per
+epoch x shared step + controller updates x update + the epoch's validation)
 and the whole protocol (epochs x epoch + derive), and reports the peak GPU memory. Every timing runs in the
 numerics ``enas search`` uses (``precision=auto``: bf16 autocast for the CNNs on a GPU, `enas.build.autocast`); a
 second shared-step row times the CNN step in float32 for comparison. Synthetic data give the speed, not the
@@ -100,7 +102,7 @@ def _config(space: str, command: str, data: dict[str, Path], size: str, device: 
 
 
 def check_search(space: str, data: dict[str, Path], out: Path, size: str, device: str, steps: int,
-                 ctrl_steps: int) -> dict[str, Any]:
+                 ctrl_steps: int, graph: bool = True) -> dict[str, Any]:
     cfg = _config(space, "search", data, size, device)
     search = Search(cfg, out / f"search-{space}", progress=False)
     dev = search.device
@@ -122,12 +124,26 @@ def check_search(space: str, data: dict[str, Path], out: Path, size: str, device
         arch = UniformSampler(search.space).sample().arch
         search._reward_mode()
         t_valid = _timed(lambda: search.task.evaluate(search.supernet, "valid", arch_fn=lambda: arch), dev)
+    t_graph, graph_error = None, None
+    if space == "rnn" and graph:  # the arch-as-data cell, compiled once for every arch (CUDA graphs on a GPU)
+        from enas.spaces.rnn_graph import compiled_step
+
+        net = search.supernet
+        before = net.cell, net._step
+        net.cell, net._step = "graph", compiled_step()
+        try:
+            t_graph = shared_step()
+        except Exception as e:  # report it and go on: the other checks still matter
+            graph_error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            print(f"gpu_check: the compiled graph cell failed: {graph_error}", file=sys.stderr, flush=True)
+        net.cell, net._step = before
 
     evals = sum(1 for e in range(scfg.epochs) if scfg.eval_every and ((e + 1) % scfg.eval_every == 0
                                                                        or e + 1 == scfg.epochs))
     ctrl_per_epoch = ccfg.train_steps if scfg.controller_every == 1 else ccfg.train_steps / scfg.controller_every
     epoch = steps_per_epoch * t_shared + ctrl_per_epoch * t_ctrl + scfg.log_archs * t_ctrl / ccfg.num_aggregate
     protocol = scfg.epochs * epoch + evals * t_valid + scfg.derive_samples * t_valid
+    graph_h = None if t_graph is None else (protocol + scfg.epochs * steps_per_epoch * (t_graph - t_shared)) / 3600
     unit = "tokens" if space == "rnn" else "images"
     batch = cfg.task.batch_size * (cfg.task.bptt if space == "rnn" else 1)
     return {
@@ -136,6 +152,7 @@ def check_search(space: str, data: dict[str, Path], out: Path, size: str, device
         "bf16": uses_bf16(cfg, dev), "shared_step_fp32_s": t_fp32, "controller_update_s": t_ctrl,
         "controller_updates_per_epoch": ctrl_per_epoch,
         "valid_pass_s": t_valid, "epoch_s": epoch, "protocol_h": protocol / 3600,
+        "shared_step_graph_compiled_s": t_graph, "protocol_graph_compiled_h": graph_h, "graph_error": graph_error,
     }
 
 
@@ -198,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="timed shared / final-training steps (default 20)")
     p.add_argument("--controller-steps", type=int, default=None, help="timed controller updates (default 10)")
     p.add_argument("--json", default=None, help="also write the rows to this file")
+    p.add_argument("--no-graph", action="store_true",
+                   help="skip the compiled arch-as-data recurrent cell (its compile takes a minute)")
     args = p.parse_args(argv)
     size = "smoke" if args.smoke else "paper"
     device = args.device or ("cpu" if args.smoke else "cuda")
@@ -226,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
                 t = time.perf_counter()
                 with contextlib.redirect_stdout(sys.stderr):
                     if kind == "search":
-                        row = check_search(space, data, tmp_path, size, device, steps, ctrl_steps)
+                        row = check_search(space, data, tmp_path, size, device, steps, ctrl_steps,
+                                           graph=not args.no_graph)
                     else:
                         row = check_final(space, data, tmp_path, size, device, steps)
                 row.update(kind=kind, peak_mb=_peak_mb(device), check_s=time.perf_counter() - t)
@@ -245,7 +265,9 @@ def _line(r: dict[str, Any]) -> str:
         amp = f" (bf16 autocast; fp32 {r['shared_step_fp32_s'] * 1e3:.1f} ms)" if r.get("shared_step_fp32_s") else ""
         return (f"{r['space']} search {r['sizes']}: shared step {r['shared_step_s'] * 1e3:.1f} ms{amp}, controller "
                 f"update {r['controller_update_s'] * 1e3:.1f} ms, validation pass {r['valid_pass_s']:.2f} s, epoch "
-                f"{r['epoch_s']:.1f} s -> {r['epochs']} epochs + derive: {_fmt_h(r['protocol_h'])}{peak}")
+                f"{r['epoch_s']:.1f} s -> {r['epochs']} epochs + derive: {_fmt_h(r['protocol_h'])}{peak}"
+                + (f"; graph cell compiled: shared step {r['shared_step_graph_compiled_s'] * 1e3:.1f} ms -> "
+                   f"{_fmt_h(r['protocol_graph_compiled_h'])}" if r.get("shared_step_graph_compiled_s") else ""))
     unit = "tokens" if r["space"] == "rnn" else "images"
     return (f"{r['space']} final training {r['sizes']} ({r['params_m']:.2f} M params): "
             f"{r[f'train_{unit}_per_s']:.0f} {unit}/s, epoch {r['epoch_s']:.1f} s -> {r['epochs']} epochs: "
@@ -261,6 +283,10 @@ def summary_table(rows: list[dict[str, Any]], device: str) -> str:
         what = "search" if r["kind"] == "search" else "final training"
         lines.append(f"| {r['space']} | {what} | {r['sizes']} | {step * 1e3:.1f} ms | {r['epoch_s']:.1f} s | "
                      f"{_fmt_h(r['protocol_h'])} ({r['epochs']} epochs) | {peak} |")
+        if r.get("shared_step_graph_compiled_s"):
+            lines.append(f"| {r['space']} | search, graph cell compiled | {r['sizes']} | "
+                         f"{r['shared_step_graph_compiled_s'] * 1e3:.1f} ms | | "
+                         f"{_fmt_h(r['protocol_graph_compiled_h'])} ({r['epochs']} epochs) | |")
     return "\n".join(lines)
 
 

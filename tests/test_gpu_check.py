@@ -21,7 +21,9 @@ def test_gpu_check_smoke_runs_every_space(tmp_path):
         assert r["epoch_s"] > 0 and r["protocol_h"] > 0
         if r["kind"] == "search":
             assert r["steps_per_epoch"] > 0 and r["shared_step_s"] > 0 and r["controller_update_s"] > 0
-    assert "| micro | search |" in proc.stdout
+            if r["space"] == "rnn":  # the compiled arch-as-data cell, timed beside the fast one
+                assert r["shared_step_graph_compiled_s"] > 0 and r["protocol_graph_compiled_h"] > 0
+    assert "| micro | search |" in proc.stdout and "| rnn | search, graph cell compiled |" in proc.stdout
 
 
 def test_gpu_check_refuses_cuda_without_a_gpu():

@@ -160,3 +160,31 @@ def test_averaging_resume_matches_uninterrupted(corpus_dir, tmp_path, interrupte
     assert resumed["test_ppl"] == pytest.approx(full["test_ppl"], rel=1e-6)
     saved = [torch.load(tmp_path / run / "model.pt", weights_only=False)["state_dict"] for run in ("full", "part")]
     assert all(torch.allclose(saved[0][k], saved[1][k], atol=1e-6) for k in saved[0])
+
+
+@pytest.mark.parametrize("space", ["rnn", "macro"])
+def test_compiled_final_training_equals_eager(space, corpus_dir, npz_path, tmp_path):
+    """``train.compile``: the same losses and test figure as the eager run (macro: the whole child compiled; rnn:
+    the arch-as-data cell's time step compiled), and the model file loads into an eager child."""
+    if space == "rnn":
+        arch, make = parse_fixed_arc(RNN_ARC, "rnn"), lambda: tiny_rnn_config(corpus_dir, "train")
+    else:
+        arch, make = parse_fixed_arc("0 3 0 0 1 0", "macro"), lambda: tiny_image_config("macro", npz_path, "train")
+    runs = {}
+    torch._dynamo.reset()
+    try:
+        for compiled in (False, True):
+            cfg = make()
+            cfg.train.compile = compiled
+            if space == "macro":  # compiled dropout draws from another random stream: leave it out to compare
+                cfg.model.keep_prob = 1.0
+            runs[compiled] = FinalTraining(cfg, arch, tmp_path / str(compiled), progress=False).run()
+    finally:
+        torch._dynamo.reset()
+    key = "test_ppl" if space == "rnn" else "test_acc"
+    assert runs[True][key] == pytest.approx(runs[False][key], rel=1e-3, abs=1e-3)
+    losses = [[e["train_loss"] for e in RunDir(tmp_path / str(c), resume=True).read_metrics("epoch")]
+              for c in (False, True)]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-3)
+    again = evaluate_model(tmp_path / "True", device="cpu")
+    assert again["ppl" if space == "rnn" else "acc"] == pytest.approx(runs[True][key], rel=1e-4, abs=1e-4)

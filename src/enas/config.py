@@ -68,6 +68,7 @@ class TrainConfig:
     averaging: bool = False  # language models: average the weights once the validation perplexity stalls
     averaging_patience: int = 10  # average once valid loss > best of all validations but the last N
     checkpoint_every: int = 1
+    compile: bool = False  # torch.compile the child (the space's compile_child); pays off on a GPU, see benchmarks
 
 
 @dataclass
@@ -242,7 +243,7 @@ def migrate_dict(values: dict[str, Any], template: Any) -> tuple[dict[str, Any],
 RESUMABLE = (
     "device", "precision", "search.epochs", "search.shared_steps", "search.controller_every", "search.eval_every",
     "search.log_archs", "search.derive_samples", "search.derive_greedy", "search.derive_uniform", "search.optim.",
-    "train.epochs", "train.eval_every", "train.checkpoint_every", "train.optim.",
+    "train.epochs", "train.eval_every", "train.checkpoint_every", "train.optim.", "train.compile",
     "controller.lr", "controller.entropy_weight", "controller.train_steps", "model.cell", "model.compile_cell",
 )
 

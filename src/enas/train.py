@@ -118,6 +118,8 @@ class FinalTraining:
         self.space = build_space(cfg)
         with explain_out_of_memory(cfg, f"the {cfg.space} child network"):
             self.model = self.space.build_child(arch, self.task.info, final=True).to(self.device)
+        if cfg.train.compile:
+            self.model = self.space.compile_child(self.model)
         # what the task calls: distributed, the model drawing its random masks from this rank's own stream
         self._net = dist.RankRandom(self.model, cfg.seed, self.device) if dist.active() else self.model
         self.optimizer = make_sgd(self.model.parameters(), cfg.train.optim)

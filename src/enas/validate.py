@@ -97,6 +97,9 @@ def validate_config(cfg: Config) -> Config:
     _int("train.eval_every", t.eval_every, 0)
     _int("train.averaging_patience", t.averaging_patience, 0)
     _int("train.checkpoint_every", t.checkpoint_every, 0)
+    for key in ("averaging", "compile"):
+        if not isinstance(getattr(t, key), bool):
+            raise ConfigError(f"train.{key} must be true or false, got {getattr(t, key)!r}")
     c = cfg.controller
     for key in ("lr", "entropy_weight", "skip_weight"):
         _number(f"controller.{key}", getattr(c, key), 0.0)

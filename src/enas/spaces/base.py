@@ -112,6 +112,12 @@ class Space(ABC):
     def child_state_from_supernet(self, supernet: nn.Module, arch: Arch) -> dict[str, Any]:
         """A state_dict for ``build_child(arch, info, final=False)`` holding the supernet's weights of that path."""
 
+    def compile_child(self, model: nn.Module) -> nn.Module:
+        """``model`` (a child of this space) with its forward compiled by ``torch.compile`` (``train.compile``); the
+        parameters and the state_dict stay those of ``model``. A space whose child cannot be traced overrides it."""
+        model.compile()
+        return model
+
     def check_arch(self, arch: Arch) -> None:
         """Raise ArchError if ``arch`` cannot run in this space (wrong space, wrong size)."""
         self.encode(arch)

@@ -101,7 +101,8 @@ class _MacroNet(nn.Module):
         he_init_(self)
 
     def _run(self, images: torch.Tensor, arch: MacroArch) -> torch.Tensor:
-        keep = reduction_keep(arch)
+        # a child holds its own (no cache lookup inside a compiled forward); the supernet asks per sampled arch
+        keep = self.__dict__.get("_keep") or reduction_keep(arch)
         # [stem, out_0, ...], each (B, C_stage, H, W)
         tensors: list[torch.Tensor | None] = [channels_last(self.stem(images))]
         for k, layer in enumerate(arch.layers):
@@ -142,6 +143,7 @@ class MacroSearchNet(_MacroNet):
         else:
             layer_ops = [(layer.op,) for layer in arch.layers]
             positions = list(reduction_keep(arch))
+            self._keep = reduction_keep(arch)
         self.layers = nn.ModuleList(SearchLayer(k, ops, c) for k, ops in enumerate(layer_ops))
         self._build_reductions(positions, [c] * len(positions))
         self._head(c)
@@ -195,7 +197,8 @@ class MacroFinalNet(_MacroNet):
                 c *= 2
         self.layers = nn.ModuleList(FinalLayer(k, layer.op, len(layer.skip_sources), widths[k], widths[k])
                                     for k, layer in enumerate(arch.layers))
-        self._build_reductions(list(reduction_keep(arch)), [widths[p] for p in self.reduce_at])
+        self._keep = reduction_keep(arch)
+        self._build_reductions(list(self._keep), [widths[p] for p in self.reduce_at])
         self._head(c)
 
     def _reduced_width(self, c: int) -> int:

@@ -24,6 +24,7 @@ from enas.arch.rnn import ACTIVATIONS, RnnArch, RnnNode
 from enas.errors import ArchError, ConfigError
 from enas.spaces.base import Action, Decision, Space, TaskInfo
 from enas.spaces.rnn_cell import CellWeights
+from enas.spaces.rnn_graph import compiled_step
 from enas.spaces.rnn_model import CELLS, CellLM, Dropouts
 
 VARIANTS = ("paper", "corrected")
@@ -249,6 +250,14 @@ class RnnSpace(Space):
         if not isinstance(arch, RnnArch):
             raise ArchError(f"the rnn space builds rnn architectures, got space {getattr(arch, 'space', arch)!r}")
         return RnnChild(arch, self.config, _vocab(info), batch_norm=self.config.batch_norm and not final)
+
+    def compile_child(self, model: nn.Module) -> nn.Module:
+        """The fast cell's batched weight gradients cannot be traced: the child runs the arch-as-data cell with its
+        time step compiled (the same function, tested equal), the rest of the model eager."""
+        if not isinstance(model, CellLM):
+            raise TypeError(f"expected an rnn child, got {type(model).__name__}")
+        model.cell, model._step = "graph", compiled_step()
+        return model
 
     def child_state_from_supernet(self, supernet: nn.Module, arch: Any) -> dict[str, Any]:
         if not isinstance(supernet, RnnSupernet):
