@@ -99,3 +99,27 @@ def test_compiled_graph_cell_equals_eager_on_cuda():
                     torch.testing.assert_close(gb[name], g, rtol=1e-3, atol=1e-4)
     finally:
         torch._dynamo.reset()
+
+
+def test_compiled_graph_cell_evaluates_on_cuda():
+    """Under no_grad every CUDA-graph call starts a new iteration; the copied outputs keep each time step's state."""
+    import copy
+
+    from enas.spaces.rnn_graph import compiled_step
+
+    space, _ = _spaces()["rnn"]
+    eager = space.build_supernet(TaskInfo(vocab_size=50)).cuda().eval()
+    compiled = copy.deepcopy(eager)
+    compiled.cell, compiled._step = "graph", compiled_step()
+    torch._dynamo.reset()
+    try:
+        for i in range(3):
+            torch.manual_seed(i)
+            arch = UniformSampler(space).sample().arch
+            x = torch.randint(0, 50, (6, 4), device="cuda")
+            with torch.no_grad():
+                a = eager(x, eager.init_hidden(4), arch=arch)[0]
+                b = compiled(x, compiled.init_hidden(4), arch=arch)[0]
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+    finally:
+        torch._dynamo.reset()

@@ -201,10 +201,17 @@ class _CompiledStep:
     def __call__(self, w: Tensor, *args, **kwargs):
         kind = w.device.type
         fn = self._fns.get(kind)
+        graphs = kind == "cuda" and self.backend == "inductor"
         if fn is None:
-            mode = "reduce-overhead" if kind == "cuda" and self.backend == "inductor" else None
+            mode = "reduce-overhead" if graphs else None
             fn = self._fns[kind] = torch.compile(cell_step, backend=self.backend, dynamic=False, mode=mode)
-        return fn(w, *args, **kwargs)
+        out = fn(w, *args, **kwargs)
+        if graphs and not torch.is_grad_enabled():
+            # Without a pending backward, every call starts a new CUDA-graph iteration that reuses the previous
+            # call's output memory: copy the outputs out before the next time step (evaluation only).
+            out = tuple(o.clone() if isinstance(o, Tensor) else
+                        None if o is None else tuple(t.clone() for t in o) for o in out)
+        return out
 
 
 __all__ = ["CellIndex", "cell_step", "compiled_step", "run_cell_graph"]
