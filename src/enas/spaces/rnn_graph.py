@@ -68,16 +68,34 @@ def _batch_norm(y: Tensor, weight: Tensor, bias: Tensor, mean: Tensor, var: Tens
     return y * weight + bias, mean, var
 
 
+class _Product(torch.autograd.Function):
+    """``inp @ W`` for W (H, 2H) given as W and W^T (2H, H), both contiguous: the forward reads W^T transposed and
+    the backward ``grad @ W^T`` reads W transposed, the layout the CPU's BLAS runs fastest at these shapes (the
+    fast cell keeps both layouts for the same reason). No weight gradient: `WeightProbes` computes it."""
+
+    @staticmethod
+    def forward(ctx, inp: Tensor, w: Tensor, w_t: Tensor) -> Tensor:
+        ctx.save_for_backward(w)
+        return inp @ w_t.t()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (w,) = ctx.saved_tensors
+        return grad @ w.t(), None, None
+
+
 def cell_step(w: Tensor, x_t: Tensor, hidden: Tensor, parent: Tensor, act: Tensor, out: Tensor,
               mask_h: Tensor | None, node_mask: Tensor | None, bn: tuple[Tensor, ...] | None, training: bool,
-              probes: list[Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, ...] | None, Tensor | None]:
+              probes: list[Tensor] | None = None, w_t: Tensor | None = None
+              ) -> tuple[Tensor, tuple[Tensor, ...] | None, Tensor | None]:
     """One time step of the cell for any arch of N nodes: w (N, H, 2H), x_t (B, 2H) = x_t W_x, hidden (B, H) ->
     h_t (B, H), with ``bn`` = (weight, bias, running mean, running var, [out weight, bias, mean, var]), each
     (N, 2H) or (H,), the moved running statistics, and with ``probes`` the node inputs (N, B, H).
 
     ``probes``: N zero tensors (B, 2H) added to the nodes' products, through which `WeightProbes` collects the
     products' gradients for one batched weight-gradient product over all steps; ``w`` itself then carries no
-    gradient here (pass it detached)."""
+    gradient here (pass it detached). ``w_t``: w transposed (N, 2H, H), contiguous, for the faster product layout
+    (`_Product`; needs a detached ``w``)."""
     nodes = w.shape[0]
     states: list[Tensor] = []
     inputs: list[Tensor] = []
@@ -87,12 +105,12 @@ def cell_step(w: Tensor, x_t: Tensor, hidden: Tensor, parent: Tensor, act: Tenso
         if l == 0:
             carry = hidden
             inp = carry if mask_h is None else carry * mask_h
-            y = torch.addmm(x_t, inp, w[0])
+            y = x_t + _Product.apply(inp, w[0], w_t[0]) if w_t is not None else torch.addmm(x_t, inp, w[0])
         else:
             stacked = states[0].unsqueeze(0) if l == 1 else torch.stack(states)  # (l, B, H)
             carry = stacked.index_select(0, parent[l:l + 1]).squeeze(0)
             inp = carry if node_mask is None else carry * node_mask
-            y = inp @ w[l]  # (B, 2H)
+            y = _Product.apply(inp, w[l], w_t[l]) if w_t is not None else inp @ w[l]  # (B, 2H)
         if probes is not None:
             y = y + probes[l]
             inputs.append(inp)
@@ -162,12 +180,13 @@ def run_cell_graph(index: CellIndex, w: Tensor, xproj: Tensor, hidden: Tensor, m
     inputs: list[Tensor] = []
     if torch.is_grad_enabled() and w.requires_grad:
         probes = list(WeightProbes.apply(w, inputs, steps, xproj.shape[1]))
-        w = w.detach()
+    w = w.detach()
+    w_t = w.transpose(1, 2).contiguous()  # (N, 2H, H): one copy per forward
     outputs = []
     for t, x_t in enumerate(xproj.unbind(0)):
         hidden, stats, inp = step(w, x_t, hidden, index.parent, index.act, index.out, mask_h, node_mask,
                                   None if bn is None else tuple(bn), training,
-                                  None if probes is None else probes[t * nodes:(t + 1) * nodes])
+                                  None if probes is None else probes[t * nodes:(t + 1) * nodes], w_t)
         if inp is not None:
             inputs.append(inp)
         if stats is not None and training:
