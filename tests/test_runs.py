@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from enas.environment import rng_state, set_rng_state
 from enas.errors import UserError
-from enas.runs import RunDir, rng_state, set_rng_state
+from enas.runs import RunDir
 
 
 def test_run_dir_refuses_overwrite_and_requires_checkpoint_to_resume(tmp_path):

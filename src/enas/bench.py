@@ -31,7 +31,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from enas.bench_launches import count_launches, graph_note, graph_supernet
-from enas.runs import resolve_device
+from enas.environment import resolve_device
 from enas.spaces.base import TaskInfo
 
 SIZES = {

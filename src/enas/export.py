@@ -255,7 +255,7 @@ def _export(source: str | Path, fmt: str, out: str | Path | None, device: str, s
             data: bool) -> tuple[Path, dict[str, Any]]:
     import torch
 
-    from enas.runs import resolve_device
+    from enas.environment import resolve_device
 
     check_format(fmt)
     model_path = resolve_source(source)

@@ -31,9 +31,10 @@ import torch
 
 from enas.arch import Arch, arch_from_json, load_arch
 from enas.build import autocast
+from enas.environment import seed_everything
 from enas.errors import ArchError, TrainingDiverged, UserError
 from enas.registry import text_space
-from enas.runs import CHECKPOINT, atomic_write_text, seed_everything
+from enas.runs import CHECKPOINT, atomic_write_text
 from enas.stats import average_ranks, kendall_tau, spearman_rho
 
 RANK_DIR = "rank"

@@ -31,11 +31,12 @@ from enas.build import autocast, build_space, build_task, explain_out_of_memory
 from enas.config import Config, apply_resume_overrides, dump_yaml
 from enas.controller import Controller, UniformSampler
 from enas.diagnostics import ArchCounter, CollapseMonitor, reward_trend
+from enas.environment import environment_info, resolve_device, rng_state, seed_everything, set_rng_state
 from enas.errors import ConfigError
 from enas.optim import DivergenceWatch, StatsMean, lr_at, make_sgd, set_lr, sgd_step
 from enas.progress import Progress
 from enas.reinforce import ReinforceTrainer
-from enas.runs import environment_info, open_run_dir, resolve_device, rng_state, seed_everything, set_rng_state
+from enas.runs import open_run_dir
 from enas.validate import validate_config
 
 PHASES = ("shared", "controller", "eval")

@@ -24,19 +24,12 @@ from enas import registry
 from enas.arch import Arch, arch_from_json
 from enas.build import autocast, build_space, build_task, explain_out_of_memory, fit_model_to_arch
 from enas.config import Config, apply_resume_overrides, dump_yaml, set_key
+from enas.environment import environment_info, resolve_device, rng_state, seed_everything, set_rng_state
 from enas.errors import ConfigError, UserError
 from enas.optim import DivergenceWatch, StatsMean, lr_at, make_sgd, set_lr, sgd_step
 from enas.presets import config_from_dict
 from enas.progress import Progress
-from enas.runs import (
-    atomic_write_bytes,
-    environment_info,
-    open_run_dir,
-    resolve_device,
-    rng_state,
-    seed_everything,
-    set_rng_state,
-)
+from enas.runs import atomic_write_bytes, open_run_dir
 from enas.validate import validate_config
 
 MODEL_FORMAT = "enas-model"

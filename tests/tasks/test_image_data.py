@@ -17,14 +17,8 @@ import pytest
 import torch
 
 from enas.errors import DataError
-from enas.tasks.image_data import (
-    CIFAR10_ARCHIVE,
-    FASHION_MNIST_DIR,
-    load_cifar10,
-    load_fashion_mnist,
-    load_image_dataset,
-    read_idx,
-)
+from enas.tasks.fashion_mnist import FASHION_MNIST_DIR, load_fashion_mnist, read_idx
+from enas.tasks.image_data import CIFAR10_ARCHIVE, load_cifar10, load_image_dataset
 
 CIFAR_NAMES = [f"class{i}" for i in range(10)]
 PER_BATCH = 3  # images per training batch file (5 files)
