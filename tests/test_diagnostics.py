@@ -11,9 +11,10 @@ import torch
 import enas.diagnostics as diagnostics
 from enas.controller import Controller, ControllerConfig, UniformSampler
 from enas.diagnostics import ArchCounter, CollapseMonitor, EntropyMeter, op_shares_of, reward_trend
+from enas.diagnostics import epoch_line as _epoch_line
 from enas.reinforce import ReinforceTrainer
 from enas.runs import RunDir
-from enas.search import Search, _epoch_line
+from enas.search import Search
 from enas.spaces.base import Decision
 from tests.conftest import tiny_rnn_config
 from tests.fakes import FakeSpace

@@ -12,6 +12,7 @@
 * `CollapseMonitor` turns epoch records into one-line warnings when the policy collapses early (before the last
   third of the search): entropy under 5 % of the uniform policy's, one op over 90 % of a vocabulary's samples, or
   under 5 % distinct archs. Each kind warns once per run; the state is rebuilt from metrics.jsonl on resume.
+* `epoch_line` is the one-line epoch summary a search prints, with the reward's trend and the entropy.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import torch
 from torch import Tensor
 
 from enas.spaces.base import Action, Decision
+
+PHASES = ("shared", "controller", "eval")  # the parts of a search epoch, timed apart
 
 OP_SHARE = "op_share"  # key prefix: op_share/VOCAB/OP
 DISTINCT_WINDOW = 100  # distinct_share counts the last this many sampled archs
@@ -244,3 +247,21 @@ def reward_trend(record: dict[str, Any], previous: dict[str, Any] | None) -> str
     if isinstance(before, (int, float)):
         return f"{reward:.4g} ({reward - before:+.2g})"
     return f"{reward:.4g}"
+
+
+def epoch_line(epoch: int, total: int, r: dict[str, Any], previous: dict[str, Any] | None = None) -> str:
+    """The epoch summary; ``previous`` (the last epoch's record) adds the change of the controller reward."""
+    parts = [f"epoch {epoch}/{total}"]
+    for key, label in (("train_loss", "loss"), ("train_ppl", "ppl"), ("train_acc", "acc"),
+                       ("controller_reward", "reward"), ("controller_entropy", "entropy"),
+                       ("valid_ppl", "valid_ppl"), ("valid_acc", "valid_acc")):
+        if key == "controller_reward" and key in r:
+            trend = reward_trend(r, previous)
+            if trend is not None:
+                parts.append(f"{label} {trend}")
+        elif key == "controller_entropy" and isinstance(r.get("controller_entropy_frac"), (int, float)):
+            parts.append(f"{label} {r['controller_entropy_frac']:.0%} of uniform")
+        elif key in r and isinstance(r[key], (int, float)):
+            parts.append(f"{label} {r[key]:.4g}")
+    parts.append("time " + "/".join(f"{r.get(f'seconds_{p}', 0):.0f}s" for p in PHASES) + " (shared/ctrl/eval)")
+    return " | ".join(parts)

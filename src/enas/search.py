@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from enas.arch import Arch, save_arch
 from enas.build import autocast, build_space, build_task, explain_out_of_memory
 from enas.config import Config, apply_resume_overrides, dump_yaml
 from enas.controller import Controller, UniformSampler
-from enas.diagnostics import ArchCounter, CollapseMonitor, reward_trend
+from enas.diagnostics import PHASES, ArchCounter, CollapseMonitor, epoch_line
 from enas.environment import environment_info, resolve_device, rng_state, seed_everything, set_rng_state
 from enas.errors import ConfigError
 from enas.optim import DivergenceWatch, StatsMean, lr_at, make_sgd, set_lr, sgd_step
@@ -39,7 +40,6 @@ from enas.reinforce import ReinforceTrainer
 from enas.runs import open_run_dir
 from enas.validate import validate_config
 
-PHASES = ("shared", "controller", "eval")
 POLICIES = ("enas", "random")
 
 
@@ -256,7 +256,7 @@ class Search:
             self.run_dir.log("epoch", epoch=self.epoch, **record)
             previous = monitor.last
             warnings = monitor.check(self.epoch, record)
-            self.progress.line(_epoch_line(self.epoch, cfg.epochs, record, previous))
+            self.progress.line(epoch_line(self.epoch, cfg.epochs, record, previous))
             for kind, message in warnings:
                 self.run_dir.log("warning", epoch=self.epoch, warning=kind, message=message)
                 self.progress.line(f"warning: {message}")
@@ -323,12 +323,12 @@ class Search:
             scored = self._score(archs)
         self.run_dir.write_text("uniform_candidates.csv", _candidates_csv(scored))
         scores = [s[0] for s in scored]
-        ref = {"n": len(scores), "median": _median(scores), "mean": sum(scores) / len(scores), "best": scores[0],
-               "worst": scores[-1]}
+        ref = {"n": len(scores), "median": statistics.median(scores), "mean": statistics.fmean(scores),
+               "best": scores[0], "worst": scores[-1]}
         for key in ("ppl", "acc"):
             values = [s[3][key] for s in scored if key in s[3]]
             if values:
-                ref[f"median_valid_{key}"] = _median(values)
+                ref[f"median_valid_{key}"] = statistics.median(values)
         return ref
 
     # --- derive ------------------------------------------------------------------------------------------------
@@ -383,12 +383,6 @@ class Search:
         return summary
 
 
-def _median(values: list[float]) -> float:
-    v = sorted(values)
-    mid = len(v) // 2
-    return v[mid] if len(v) % 2 else 0.5 * (v[mid - 1] + v[mid])
-
-
 def _candidates_csv(scored: list) -> str:
     buf = io.StringIO()
     metric_keys = sorted({k for s in scored for k in s[3] if k != "score"})
@@ -397,21 +391,3 @@ def _candidates_csv(scored: list) -> str:
     for rank, (score, key, _arch, metrics) in enumerate(scored, 1):
         writer.writerow([rank, f"{score:.6g}", *[f"{metrics.get(k, float('nan')):.6g}" for k in metric_keys], key])
     return buf.getvalue()
-
-
-def _epoch_line(epoch: int, total: int, r: dict[str, Any], previous: dict[str, Any] | None = None) -> str:
-    """The epoch summary; ``previous`` (the last epoch's record) adds the change of the controller reward."""
-    parts = [f"epoch {epoch}/{total}"]
-    for key, label in (("train_loss", "loss"), ("train_ppl", "ppl"), ("train_acc", "acc"),
-                       ("controller_reward", "reward"), ("controller_entropy", "entropy"),
-                       ("valid_ppl", "valid_ppl"), ("valid_acc", "valid_acc")):
-        if key == "controller_reward" and key in r:
-            trend = reward_trend(r, previous)
-            if trend is not None:
-                parts.append(f"{label} {trend}")
-        elif key == "controller_entropy" and isinstance(r.get("controller_entropy_frac"), (int, float)):
-            parts.append(f"{label} {r['controller_entropy_frac']:.0%} of uniform")
-        elif key in r and isinstance(r[key], (int, float)):
-            parts.append(f"{label} {r[key]:.4g}")
-    parts.append("time " + "/".join(f"{r.get(f'seconds_{p}', 0):.0f}s" for p in PHASES) + " (shared/ctrl/eval)")
-    return " | ".join(parts)
