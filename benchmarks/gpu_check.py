@@ -126,17 +126,15 @@ def check_search(space: str, data: dict[str, Path], out: Path, size: str, device
         t_valid = _timed(lambda: search.task.evaluate(search.supernet, "valid", arch_fn=lambda: arch), dev)
     t_graph, graph_error = None, None
     if space == "rnn" and graph:  # the arch-as-data cell, compiled once for every arch (CUDA graphs on a GPU)
-        from enas.spaces.rnn_graph import compiled_step
-
         net = search.supernet
-        before = net.cell, net._step
-        net.cell, net._step = "graph", compiled_step()
+        before = net.cell
+        net.set_cell("graph", compiled=True)
         try:
             t_graph = shared_step()
         except Exception as e:  # report it and go on: the other checks still matter
             graph_error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             print(f"gpu_check: the compiled graph cell failed: {graph_error}", file=sys.stderr, flush=True)
-        net.cell, net._step = before
+        net.set_cell(before)
 
     evals = sum(1 for e in range(scfg.epochs) if scfg.eval_every and ((e + 1) % scfg.eval_every == 0
                                                                        or e + 1 == scfg.epochs))

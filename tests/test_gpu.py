@@ -67,18 +67,17 @@ def test_cnn_search_on_cuda_runs_in_bf16_by_default(npz_path, tmp_path):
     assert dtypes == {torch.bfloat16}
 
 
-def test_compiled_graph_cell_equals_eager_on_cuda():
-    """The arch-as-data cell compiled with CUDA graphs (reduce-overhead) equals the eager fast cell, in outputs and
-    gradients, for several archs served by the same compiled artefact."""
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_compiled_graph_cell_equals_eager_on_cuda(training):
+    """The arch-as-data cell compiled with CUDA graphs (reduce-overhead) equals the eager fast cell for several
+    archs served by the same compiled artefact: outputs and gradients in training; outputs under no_grad, where
+    every call starts a new CUDA-graph iteration and the copied outputs must keep each time step's state."""
     import copy
 
-    from enas.spaces.rnn_graph import compiled_step
-
     space, _ = _spaces()["rnn"]
-    info = TaskInfo(vocab_size=50)
-    eager = space.build_supernet(info).cuda().train()
+    eager = space.build_supernet(TaskInfo(vocab_size=50)).cuda().train(training)
     compiled = copy.deepcopy(eager)
-    compiled.cell, compiled._step = "graph", compiled_step()
+    compiled.set_cell("graph", compiled=True)
     torch._dynamo.reset()
     try:
         for i in range(4):
@@ -89,37 +88,15 @@ def test_compiled_graph_cell_equals_eager_on_cuda():
             for net in (eager, compiled):
                 net.zero_grad()
                 torch.manual_seed(100 + i)  # the same dropout masks
-                logits, hidden, _ = net(x, net.init_hidden(4), arch=arch)
-                logits.logsumexp(-1).mean().backward()
+                with torch.set_grad_enabled(training):
+                    logits = net(x, net.init_hidden(4), arch=arch)[0]
+                if training:
+                    logits.logsumexp(-1).mean().backward()
                 results.append((logits.detach().clone(), {n: p.grad for n, p in net.named_parameters()}))
             (la, ga), (lb, gb) = results
             torch.testing.assert_close(lb, la, rtol=1e-4, atol=1e-4)
             for name, g in ga.items():
                 if g is not None:
                     torch.testing.assert_close(gb[name], g, rtol=1e-3, atol=1e-4)
-    finally:
-        torch._dynamo.reset()
-
-
-def test_compiled_graph_cell_evaluates_on_cuda():
-    """Under no_grad every CUDA-graph call starts a new iteration; the copied outputs keep each time step's state."""
-    import copy
-
-    from enas.spaces.rnn_graph import compiled_step
-
-    space, _ = _spaces()["rnn"]
-    eager = space.build_supernet(TaskInfo(vocab_size=50)).cuda().eval()
-    compiled = copy.deepcopy(eager)
-    compiled.cell, compiled._step = "graph", compiled_step()
-    torch._dynamo.reset()
-    try:
-        for i in range(3):
-            torch.manual_seed(i)
-            arch = UniformSampler(space).sample().arch
-            x = torch.randint(0, 50, (6, 4), device="cuda")
-            with torch.no_grad():
-                a = eager(x, eager.init_hidden(4), arch=arch)[0]
-                b = compiled(x, compiled.init_hidden(4), arch=arch)[0]
-            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
     finally:
         torch._dynamo.reset()

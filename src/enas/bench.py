@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from enas.bench_launches import count_launches, graph_note, graph_supernet
+from enas.bench_launches import count_launches, graph_note, profile_compiled_kernels
 from enas.bench_models import FourConvCNN, LSTMLanguageModel, PlainCNN
 from enas.environment import resolve_device
 from enas.spaces.base import TaskInfo
@@ -231,9 +231,12 @@ def bench_space(name: str, device: torch.device, size: str = "target", warmup: i
                  lambda i: loss(children[i % FIXED_ARCHS])),
     ]
     if text:  # the arch-as-data cell, eager and (with ``compile``) compiled, on the same fresh archs
+        if compile:
+            profile_compiled_kernels()  # before the first call compiles
         for compiled in (False, True) if compile else (False,):
-            torch.manual_seed(0)
-            net = graph_supernet(s, info, device, compiled)
+            torch.manual_seed(0)  # the same initial weights for both
+            net = space.build_supernet(info).to(device).train()
+            net.set_cell("graph", compiled)
             workloads.append(Workload(GRAPH_WORKLOADS[compiled], _sgd_step(net, lambda i, n=net: loss(n, archs[i])),
                                       items, lambda i, n=net: loss(n, archs[i])))
     refs: list[tuple[str, nn.Module]] = []
@@ -255,19 +258,18 @@ def bench_space(name: str, device: torch.device, size: str = "target", warmup: i
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = interleave(workloads, device, warmup, steps)
+    supernets = [w for w in workloads if w.name.startswith("supernet") and "arch k" not in w.name]  # fresh archs
     # launches first: a compiled step once run under a dispatch mode (the FLOP counter below) stays eager
     launch_rows = [_row(name, f"kernel launches per step, {w.name}",
                         statistics.fmean(count_launches(lambda i=i, w=w: w.step(i), device) for i in range(2)),
-                        "launches", note=LAUNCH_NOTE if w.name == "supernet (fresh arch)" else
-                        graph_note("compiled" in w.name, device))
-                   for w in workloads if w.name.startswith("supernet") and "arch k" not in w.name]
+                        "launches", note=LAUNCH_NOTE if w is supernets[0] else graph_note("compiled" in w.name, device))
+                   for w in supernets]
     flops = {w.name: statistics.fmean(_flops(w.forward, i, w.uncounted_flops)
                                       for i in range(FIXED_ARCHS if "arch" in w.name else 1))
              for w in workloads}
     item_counts = {w.name: w.items for w in workloads}
-    supernets = [w.name for w in workloads if w.name.startswith("supernet") and "arch k" not in w.name]
-    pairs = [(w, ref, "throughput") for w in supernets for ref, _ in refs]
-    pairs += [(w, "supernet (fresh arch)", "step time") for w in supernets[1:]]
+    pairs = [(w.name, ref, "throughput") for w in supernets for ref, _ in refs]
+    pairs += [(w.name, "supernet (fresh arch)", "step time") for w in supernets[1:]]
     pairs.append(("supernet (arch k)", "child (arch k)", "step time"))
     rows = _ratio_rows(name, times, item_counts, flops, pairs)
 

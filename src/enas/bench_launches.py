@@ -6,8 +6,7 @@ one step: on a GPU, the device kernels the step ran; on the CPU, the compiled (f
 operators called from outside any other aten operator, leaving out the ones that launch nothing (views, metadata).
 Both counts are per step, forward + backward + optimizer, and machine-independent for a given graph.
 
-It also builds the recurrent supernet with the arch-as-data cell (`enas.spaces.rnn_graph`), eager or compiled, for
-the side-by-side rows of the recurrent space.
+`graph_note` describes the rows of the recurrent supernet with the arch-as-data cell (`enas.spaces.rnn_graph`).
 """
 
 from __future__ import annotations
@@ -94,17 +93,6 @@ def profile_compiled_kernels() -> None:
     inductor_config.cpp.enable_kernel_profile = True
 
 
-def graph_supernet(s: dict[str, int], info: Any, device: torch.device, compiled: bool) -> torch.nn.Module:
-    """The recurrent supernet at sizes ``s`` with the arch-as-data cell, compiled or not, seeded like the fast one."""
-    from enas.spaces.rnn import RnnSpace, RnnSpaceConfig
-
-    if compiled:
-        profile_compiled_kernels()
-    space = RnnSpace(RnnSpaceConfig(hidden=s["hidden"], num_nodes=s["num_nodes"], cell="graph",
-                                    compile_cell=compiled))
-    return space.build_supernet(info).to(device).train()
-
-
 def graph_note(compiled: bool, device: torch.device) -> str:
     if not compiled:
         return "arch as index tensors, eager: the same kernel sequence for every arch"
@@ -112,4 +100,4 @@ def graph_note(compiled: bool, device: torch.device) -> str:
     return f"arch as index tensors, one torch.compile artefact for every arch ({mode})"
 
 
-__all__ = ["NO_KERNEL", "count_launches", "graph_note", "graph_supernet", "profile_compiled_kernels"]
+__all__ = ["NO_KERNEL", "count_launches", "graph_note", "profile_compiled_kernels"]

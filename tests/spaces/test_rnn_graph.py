@@ -15,7 +15,7 @@ from enas.controller import UniformSampler
 from enas.errors import ConfigError
 from enas.presets import make_config
 from enas.spaces.base import TaskInfo
-from enas.spaces.rnn_graph import CellIndex, compiled_step
+from enas.spaces.rnn_graph import CellIndex, cell_step
 from enas.validate import validate_config
 
 V, H, T, B = 40, 8, 4, 3
@@ -100,7 +100,7 @@ def test_one_compiled_artefact_serves_every_arch():
     eager = space.build_supernet(INFO)
     compiled = copy.deepcopy(eager)
     counter = CompileCounter()
-    compiled._step = compiled_step(backend=counter)
+    compiled.set_cell("graph", compiled=True, backend=counter)
     torch._dynamo.reset()
     for i, arch in enumerate(distinct_archs(space, 5, seed=1)):
         torch.manual_seed(i)
@@ -124,7 +124,7 @@ def test_inductor_compiled_cell_equals_eager_outputs_and_gradients():
     space = build_space(config(cell="graph", num_nodes=3))  # few nodes: a shorter unrolled graph to compile
     eager = space.build_supernet(INFO)
     compiled = copy.deepcopy(eager)
-    compiled._step = compiled_step()
+    compiled.set_cell("graph", compiled=True)
     torch._dynamo.reset()
     try:
         for i, arch in enumerate(distinct_archs(space, 2, seed=2)):
@@ -156,4 +156,4 @@ def test_compile_cell_config_is_checked():
     with pytest.raises(ConfigError, match="compile_cell must be true or false"):
         config(cell="graph", compile_cell="yes")
     net = build_space(config(cell="graph", compile_cell=True)).build_supernet(INFO)
-    assert net.cell == "graph" and net._step is not None
+    assert net.cell == "graph" and net._step is not cell_step  # the compiled step

@@ -92,6 +92,8 @@ class _MacroNet(nn.Module):
         _check_info(info)
         self.info, self.config = info, config
         self.reduce_at = {p: r for r, p in enumerate(reduction_layers(num_layers))}  # layer index -> reduction
+        # a child's reduction plan, held (no cache lookup inside a compiled forward); the supernet's is per arch
+        self._keep: tuple[frozenset[int], ...] | None = None
         self.stem = nn.Sequential(nn.Conv2d(info.in_channels, config.channels, 3, padding=1, bias=False),
                                   bn(config.channels))
         self.dropout = nn.Dropout(1.0 - config.keep_prob)
@@ -101,8 +103,7 @@ class _MacroNet(nn.Module):
         he_init_(self)
 
     def _run(self, images: torch.Tensor, arch: MacroArch) -> torch.Tensor:
-        # a child holds its own (no cache lookup inside a compiled forward); the supernet asks per sampled arch
-        keep = self.__dict__.get("_keep") or reduction_keep(arch)
+        keep = self._keep or reduction_keep(arch)
         # [stem, out_0, ...], each (B, C_stage, H, W)
         tensors: list[torch.Tensor | None] = [channels_last(self.stem(images))]
         for k, layer in enumerate(arch.layers):
@@ -142,8 +143,8 @@ class MacroSearchNet(_MacroNet):
             positions: list[Collection[int]] = [range(p + 2) for p in reduction_layers(n)]
         else:
             layer_ops = [(layer.op,) for layer in arch.layers]
-            positions = list(reduction_keep(arch))
             self._keep = reduction_keep(arch)
+            positions = list(self._keep)
         self.layers = nn.ModuleList(SearchLayer(k, ops, c) for k, ops in enumerate(layer_ops))
         self._build_reductions(positions, [c] * len(positions))
         self._head(c)

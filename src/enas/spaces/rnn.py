@@ -24,7 +24,6 @@ from enas.arch.rnn import ACTIVATIONS, RnnArch, RnnNode
 from enas.errors import ArchError, ConfigError
 from enas.spaces.base import Action, Decision, Space, TaskInfo
 from enas.spaces.rnn_cell import CellWeights
-from enas.spaces.rnn_graph import compiled_step
 from enas.spaces.rnn_model import CELLS, CellLM, Dropouts
 
 VARIANTS = ("paper", "corrected")
@@ -256,7 +255,7 @@ class RnnSpace(Space):
         time step compiled (the same function, tested equal), the rest of the model eager."""
         if not isinstance(model, CellLM):
             raise TypeError(f"expected an rnn child, got {type(model).__name__}")
-        model.cell, model._step = "graph", compiled_step()
+        model.set_cell("graph", compiled=True)
         return model
 
     def child_state_from_supernet(self, supernet: nn.Module, arch: Any) -> dict[str, Any]:

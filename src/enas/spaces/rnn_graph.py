@@ -16,7 +16,7 @@ so one `torch.compile` artefact (``model.compile_cell=true``; on a GPU it also c
 sampled arch without recompiling. The price is computing all four activations per node and gathering the parent
 from a stack of the earlier states (memory traffic of about a fifth of the weight reads at 12 nodes); the matrices
 are gathered once per forward by an ordinary ``stack`` of the path's parameters, so unused matrices still get no
-gradient, as in the fast cell. Results equal the fast cell's (tests/spaces/test_rnn_graph.py).
+gradient, as in the fast cell. Results equal the reference cell's (tests/spaces/test_rnn_reference.py).
 """
 
 from __future__ import annotations
@@ -84,18 +84,16 @@ class _Product(torch.autograd.Function):
         return grad @ w.t(), None, None
 
 
-def cell_step(w: Tensor, x_t: Tensor, hidden: Tensor, parent: Tensor, act: Tensor, out: Tensor,
+def cell_step(w: Tensor, w_t: Tensor, x_t: Tensor, hidden: Tensor, parent: Tensor, act: Tensor, out: Tensor,
               mask_h: Tensor | None, node_mask: Tensor | None, bn: tuple[Tensor, ...] | None, training: bool,
-              probes: list[Tensor] | None = None, w_t: Tensor | None = None
-              ) -> tuple[Tensor, tuple[Tensor, ...] | None, Tensor | None]:
-    """One time step of the cell for any arch of N nodes: w (N, H, 2H), x_t (B, 2H) = x_t W_x, hidden (B, H) ->
+              probes: list[Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, ...] | None, Tensor | None]:
+    """One time step of the cell for any arch of N nodes: w (N, H, 2H) and w_t, the same transposed (N, 2H, H),
+    both contiguous and detached (`_Product`), x_t (B, 2H) = x_t W_x, hidden (B, H) ->
     h_t (B, H), with ``bn`` = (weight, bias, running mean, running var, [out weight, bias, mean, var]), each
     (N, 2H) or (H,), the moved running statistics, and with ``probes`` the node inputs (N, B, H).
 
     ``probes``: N zero tensors (B, 2H) added to the nodes' products, through which `WeightProbes` collects the
-    products' gradients for one batched weight-gradient product over all steps; ``w`` itself then carries no
-    gradient here (pass it detached). ``w_t``: w transposed (N, 2H, H), contiguous, for the faster product layout
-    (`_Product`; needs a detached ``w``)."""
+    products' gradients for one batched weight-gradient product over all steps (the weights carry none here)."""
     nodes = w.shape[0]
     states: list[Tensor] = []
     inputs: list[Tensor] = []
@@ -105,12 +103,12 @@ def cell_step(w: Tensor, x_t: Tensor, hidden: Tensor, parent: Tensor, act: Tenso
         if l == 0:
             carry = hidden
             inp = carry if mask_h is None else carry * mask_h
-            y = x_t + _Product.apply(inp, w[0], w_t[0]) if w_t is not None else torch.addmm(x_t, inp, w[0])
+            y = x_t + _Product.apply(inp, w[0], w_t[0])
         else:
             stacked = states[0].unsqueeze(0) if l == 1 else torch.stack(states)  # (l, B, H)
             carry = stacked.index_select(0, parent[l:l + 1]).squeeze(0)
             inp = carry if node_mask is None else carry * node_mask
-            y = _Product.apply(inp, w[l], w_t[l]) if w_t is not None else inp @ w[l]  # (B, 2H)
+            y = _Product.apply(inp, w[l], w_t[l])  # (B, 2H)
         if probes is not None:
             y = y + probes[l]
             inputs.append(inp)
@@ -184,9 +182,9 @@ def run_cell_graph(index: CellIndex, w: Tensor, xproj: Tensor, hidden: Tensor, m
     w_t = w.transpose(1, 2).contiguous()  # (N, 2H, H): one copy per forward
     outputs = []
     for t, x_t in enumerate(xproj.unbind(0)):
-        hidden, stats, inp = step(w, x_t, hidden, index.parent, index.act, index.out, mask_h, node_mask,
+        hidden, stats, inp = step(w, w_t, x_t, hidden, index.parent, index.act, index.out, mask_h, node_mask,
                                   None if bn is None else tuple(bn), training,
-                                  None if probes is None else probes[t * nodes:(t + 1) * nodes], w_t)
+                                  None if probes is None else probes[t * nodes:(t + 1) * nodes])
         if inp is not None:
             inputs.append(inp)
         if stats is not None and training:

@@ -3,6 +3,7 @@ interchangeable implementations of the same function, `CELLS`) and the decoder t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,8 +54,7 @@ class CellLM(nn.Module):
                  compile_cell: bool = False):
         super().__init__()
         self.hidden_size = hidden
-        self.cell = cell  # a key of CELLS
-        self._step = compiled_step() if compile_cell else cell_step  # the graph cell's time step
+        self.set_cell(cell, compile_cell)
         self.dropouts = dropouts
         self.init_range = init_range
         self.emb = nn.Parameter(torch.empty(vocab_size, hidden))  # (V, H), also the decoder weight
@@ -62,6 +62,14 @@ class CellLM(nn.Module):
         self.batched_weight_grads = True  # see run_cell; False gives the same gradients through plain autograd
         self._plans: dict[RnnArch, CellPlan] = {}
         self._indices: dict[tuple[RnnArch, torch.device, torch.dtype], CellIndex] = {}
+
+    def set_cell(self, cell: str, compiled: bool = False, backend: str | Callable[..., object] = "inductor") -> None:
+        """Run the cell as ``cell`` (a key of `CELLS`); ``compiled``: the graph cell's time step through
+        ``torch.compile`` with ``backend`` (`enas.spaces.rnn_graph.compiled_step`). The weights stay as they are."""
+        if compiled and cell != "graph":
+            raise ValueError("only the graph cell compiles; pass cell='graph'")
+        self.cell = cell
+        self._step = compiled_step(backend) if compiled else cell_step  # the graph cell's time step
 
     def _add_norms(self, rows: int, output: bool) -> None:
         """Per-node batch norm over [pre | gate] (rows x 2H) and, with ``output``, one over the cell output (H)."""
