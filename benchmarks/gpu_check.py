@@ -10,8 +10,9 @@ images; PTB sizes: 929k / 73k / 82k tokens over 10,000 words), and times through
 * one arch scored on the whole validation split (the unit of validation and derive);
 * a final-training step of the paper's final model (``FinalTraining``'s model, task and optimiser);
 
-for the recurrent space also the shared step with the arch-as-data cell compiled (`model.cell=graph`,
-`model.compile_cell=true`: CUDA graphs on a GPU; ``--no-graph`` skips it); then extrapolates an epoch (steps per
+and the shared step with the arch as data, compiled once for every arch (`model.cell=graph`,
+`model.compile_cell=true`: CUDA graphs on a GPU; ``--graph-space`` picks the spaces, ``--no-graph`` skips it); then
+extrapolates an epoch (steps per
 epoch x shared step + controller updates x update + the epoch's validation)
 and the whole protocol (epochs x epoch + derive), and reports the peak GPU memory. Every timing runs in the
 numerics ``enas search`` uses (``precision=auto``: bf16 autocast for the CNNs on a GPU, `enas.build.autocast`); a
@@ -124,17 +125,18 @@ def check_search(space: str, data: dict[str, Path], out: Path, size: str, device
         arch = UniformSampler(search.space).sample().arch
         search._reward_mode()
         t_valid = _timed(lambda: search.task.evaluate(search.supernet, "valid", arch_fn=lambda: arch), dev)
-    t_graph, graph_error = None, None
-    if space == "rnn" and graph:  # the arch-as-data cell, compiled once for every arch (CUDA graphs on a GPU)
-        net = search.supernet
-        before = net.cell
-        net.set_cell("graph", compiled=True)
-        try:
-            t_graph = shared_step()
-        except Exception as e:  # report it and go on: the other checks still matter
-            graph_error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            print(f"gpu_check: the compiled graph cell failed: {graph_error}", file=sys.stderr, flush=True)
-        net.set_cell(before)
+        t_graph, graph_error = None, None
+        if graph:  # the arch as data, compiled once for every arch (CUDA graphs on a GPU)
+            net = search.supernet
+            before = net.cell
+            net.set_cell("graph", compiled=True)
+            try:
+                t_graph = shared_step()
+            except Exception as e:  # report it and go on: the other checks still matter
+                graph_error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                print(f"gpu_check: the compiled graph {space} supernet failed: {graph_error}", file=sys.stderr,
+                      flush=True)
+            net.set_cell(before)
 
     evals = sum(1 for e in range(scfg.epochs) if scfg.eval_every and ((e + 1) % scfg.eval_every == 0
                                                                        or e + 1 == scfg.epochs))
@@ -213,8 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="timed shared / final-training steps (default 20)")
     p.add_argument("--controller-steps", type=int, default=None, help="timed controller updates (default 10)")
     p.add_argument("--json", default=None, help="also write the rows to this file")
-    p.add_argument("--no-graph", action="store_true",
-                   help="skip the compiled arch-as-data recurrent cell (its compile takes a minute)")
+    p.add_argument("--graph-space", action="append", choices=SPACES,
+                   help="time the compiled arch-as-data supernet of this space only (repeatable; default: every "
+                        "space checked; each compile takes a minute or more)")
+    p.add_argument("--no-graph", action="store_true", help="skip the compiled arch-as-data supernets")
     args = p.parse_args(argv)
     size = "smoke" if args.smoke else "paper"
     device = args.device or ("cpu" if args.smoke else "cuda")
@@ -244,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                 with contextlib.redirect_stdout(sys.stderr):
                     if kind == "search":
                         row = check_search(space, data, tmp_path, size, device, steps, ctrl_steps,
-                                           graph=not args.no_graph)
+                                           graph=not args.no_graph and space in (args.graph_space or SPACES))
                     else:
                         row = check_final(space, data, tmp_path, size, device, steps)
                 row.update(kind=kind, peak_mb=_peak_mb(device), check_s=time.perf_counter() - t)

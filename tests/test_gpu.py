@@ -68,14 +68,17 @@ def test_cnn_search_on_cuda_runs_in_bf16_by_default(npz_path, tmp_path):
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
-def test_compiled_graph_cell_equals_eager_on_cuda(training):
-    """The arch-as-data cell compiled with CUDA graphs (reduce-overhead) equals the eager fast cell for several
-    archs served by the same compiled artefact: outputs and gradients in training; outputs under no_grad, where
-    every call starts a new CUDA-graph iteration and the copied outputs must keep each time step's state."""
+@pytest.mark.parametrize("name", ["rnn", "micro", "macro"])
+def test_compiled_graph_supernet_equals_eager_on_cuda(name, training):
+    """The arch-as-data supernet compiled with CUDA graphs (reduce-overhead) equals the eager sampled-path
+    supernet for several archs served by the same compiled artefact: outputs and gradients in training; outputs
+    under no_grad, where every call starts a new CUDA-graph iteration and the copied outputs must keep the state."""
     import copy
 
-    space, _ = _spaces()["rnn"]
-    eager = space.build_supernet(TaskInfo(vocab_size=50)).cuda().train(training)
+    space, info = _spaces()[name]
+    if name != "rnn":
+        space.config.keep_prob = 1.0  # no classifier dropout: compiled and eager draw different masks
+    eager = space.build_supernet(info).cuda().train(training)
     compiled = copy.deepcopy(eager)
     compiled.set_cell("graph", compiled=True)
     torch._dynamo.reset()
@@ -83,20 +86,24 @@ def test_compiled_graph_cell_equals_eager_on_cuda(training):
         for i in range(4):
             torch.manual_seed(i)
             arch = UniformSampler(space).sample().arch
-            x = torch.randint(0, 50, (6, 4), device="cuda")
             results = []
             for net in (eager, compiled):
                 net.zero_grad()
-                torch.manual_seed(100 + i)  # the same dropout masks
+                torch.manual_seed(100 + i)  # the same dropout masks (recurrent space: drawn outside the cell)
                 with torch.set_grad_enabled(training):
-                    logits = net(x, net.init_hidden(4), arch=arch)[0]
+                    if name == "rnn":
+                        x = torch.randint(0, 50, (6, 4), device="cuda")
+                        logits = net(x, net.init_hidden(4), arch=arch)[0]
+                    else:
+                        x = torch.randn(4, 3, 16, 16, device="cuda")
+                        logits = net(x, arch=arch)[0]
                 if training:
                     logits.logsumexp(-1).mean().backward()
                 results.append((logits.detach().clone(), {n: p.grad for n, p in net.named_parameters()}))
             (la, ga), (lb, gb) = results
-            torch.testing.assert_close(lb, la, rtol=1e-4, atol=1e-4)
-            for name, g in ga.items():
+            torch.testing.assert_close(lb, la, rtol=1e-3, atol=1e-3)
+            for pname, g in ga.items():
                 if g is not None:
-                    torch.testing.assert_close(gb[name], g, rtol=1e-3, atol=1e-4)
+                    torch.testing.assert_close(gb[pname], g, rtol=1e-2, atol=1e-3)
     finally:
         torch._dynamo.reset()

@@ -8,7 +8,8 @@ in every run). A step is forward + backward + SGD update of one minibatch at the
 Workloads per space: the supernet with a fresh arch per step; the supernet on arch k and the standalone child of
 arch k (search-time layers, the supernet's weights), cycling over a few archs, for the step-time ratio (target
 <= 1.15); the plain references (recurrent: a tied 2-layer ``nn.LSTM`` language model; micro: the plain CNN of the
-speed targets and, as an extra row, our 4-conv CNN). Then, timed on their own: a controller step (sample +
+speed targets and, as an extra row, our 4-conv CNN); the supernet with the arch as data (``model.cell=graph``:
+the same kernels for every arch), eager and, with ``compile``, compiled. Then, timed on their own: a controller step (sample +
 REINFORCE update at the paper's controller settings), an eval forward (what derive and validation cost per
 batch), a final-training step of the child (final layers), the FLOPs of each workload's step
 (`torch.utils.flop_counter`), the aten kernels dispatched per supernet step (forward + backward + optimizer; a
@@ -230,15 +231,15 @@ def bench_space(name: str, device: torch.device, size: str = "target", warmup: i
         Workload("child (arch k)", lambda i: child_steps[i % FIXED_ARCHS](i), items,
                  lambda i: loss(children[i % FIXED_ARCHS])),
     ]
-    if text:  # the arch-as-data cell, eager and (with ``compile``) compiled, on the same fresh archs
-        if compile:
-            profile_compiled_kernels()  # before the first call compiles
-        for compiled in (False, True) if compile else (False,):
-            torch.manual_seed(0)  # the same initial weights for both
-            net = space.build_supernet(info).to(device).train()
-            net.set_cell("graph", compiled)
-            workloads.append(Workload(GRAPH_WORKLOADS[compiled], _sgd_step(net, lambda i, n=net: loss(n, archs[i])),
-                                      items, lambda i, n=net: loss(n, archs[i])))
+    # the arch as data, eager and (with ``compile``) compiled, on the same fresh archs
+    if compile:
+        profile_compiled_kernels()  # before the first call compiles
+    for compiled in (False, True) if compile else (False,):
+        torch.manual_seed(0)  # the same initial weights for both
+        net = space.build_supernet(info).to(device).train()
+        net.set_cell("graph", compiled)
+        workloads.append(Workload(GRAPH_WORKLOADS[compiled], _sgd_step(net, lambda i, n=net: loss(n, archs[i])),
+                                  items, lambda i, n=net: loss(n, archs[i])))
     refs: list[tuple[str, nn.Module]] = []
     if text:
         refs.append(("2-layer nn.LSTM LM", LSTMLanguageModel(s["vocab"], s["hidden"])))

@@ -62,12 +62,23 @@ class FactorizedReduce(nn.Module):
         near_identity_(self.conv2.weight, noise, offset=self.conv1.weight.shape[0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, c_out, ceil(H/2), ceil(W/2))
-        if self.relu:
-            x = F.relu(x)
-        path1 = x[:, :, ::2, ::2]  # a 1x1 avg-pool of stride 2 is a strided slice
-        shifted = F.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:]  # pad right/bottom, crop first row/column
-        path2 = shifted[:, :, ::2, ::2]
-        return self.bn(torch.cat([self.conv1(path1), self.conv2(path2)], dim=1))
+        return self.bn(factorized_halves(x, self.conv1.weight, self.conv2.weight, self.relu))
+
+
+def factorized_halves(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, relu: bool) -> torch.Tensor:
+    """The two paths of a factorized reduction, concatenated, before its BN: (B, C, H, W) -> (B, 2 c_half, ceil(H/2),
+    ceil(W/2)) with 1x1 kernels ``w1``, ``w2`` (c_half, C, 1, 1)."""
+    if relu:
+        x = F.relu(x)
+    path1 = x[:, :, ::2, ::2]  # a 1x1 avg-pool of stride 2 is a strided slice
+    shifted = F.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:]  # pad right/bottom, crop first row/column
+    path2 = shifted[:, :, ::2, ::2]
+    return torch.cat([F.conv2d(path1, w1), F.conv2d(path2, w2)], dim=1)
+
+
+def batch_norm_batch_stats(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """BN with the batch's statistics and no running statistics (the micro search's BNs, spec 8.2)."""
+    return F.batch_norm(x, None, None, weight, bias, True, 0.0, BN_EPS)
 
 
 def channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -200,9 +211,19 @@ class SharedSepConv(nn.Module):
         return [w.view(shape) for w, shape in zip(self.weight[input_id].split(self.sizes), self.shapes)]
 
     def forward(self, x: torch.Tensor, input_id: int, stride: int) -> torch.Tensor:
-        dw0, pw0, g0, b0, dw1, pw1, g1, b1 = self._row(input_id)
-        return _sep_conv(x, stride, ((dw0, pw0, lambda y: F.batch_norm(y, None, None, g0, b0, True, 0.0, BN_EPS)),
-                                     (dw1, pw1, lambda y: F.batch_norm(y, None, None, g1, b1, True, 0.0, BN_EPS))))
+        return self._run(x, self._row(input_id), stride)
+
+    def forward_graph(self, x: torch.Tensor, input_id: torch.Tensor, stride: int) -> torch.Tensor:
+        """`forward` with the input id as a 0-d device tensor (the arch-as-data path, `enas.spaces.micro_graph`):
+        the row is gathered on the device, so the same kernels run whatever the id."""
+        row = self.weight.index_select(0, input_id.view(1))[0]
+        return self._run(x, [w.view(shape) for w, shape in zip(row.split(self.sizes), self.shapes)], stride)
+
+    @staticmethod
+    def _run(x: torch.Tensor, row: list[torch.Tensor], stride: int) -> torch.Tensor:
+        dw0, pw0, g0, b0, dw1, pw1, g1, b1 = row
+        return _sep_conv(x, stride, ((dw0, pw0, lambda y: batch_norm_batch_stats(y, g0, b0)),
+                                     (dw1, pw1, lambda y: batch_norm_batch_stats(y, g1, b1))))
 
     def child_state(self, input_id: int, stride: int) -> dict[str, torch.Tensor]:
         """The state of a ``SepConv(c, c, k, stride, track_running_stats=False)`` holding row ``input_id``."""
@@ -218,6 +239,9 @@ class SharedParameterFree(nn.Module):
 
     def forward(self, x: torch.Tensor, input_id: int, stride: int) -> torch.Tensor:
         return (self.stride1 if stride == 1 else self.stride2)(x)
+
+    def forward_graph(self, x: torch.Tensor, input_id: torch.Tensor, stride: int) -> torch.Tensor:
+        return self.forward(x, 0, stride)
 
     def child_state(self, input_id: int, stride: int) -> dict[str, torch.Tensor]:
         return {}
@@ -239,6 +263,18 @@ class SharedIdentity(nn.Module):
     def forward(self, x: torch.Tensor, input_id: int, stride: int) -> torch.Tensor:
         return x if stride == 1 else self.reduce[input_id](x)
 
+    def forward_graph(self, x: torch.Tensor, input_id: torch.Tensor, stride: int) -> torch.Tensor:
+        """`forward` with the input id as a 0-d device tensor: the reduction's weights are gathered by it."""
+        if stride == 1:
+            return x
+        index = input_id.view(1)
+
+        def pick(name: str) -> torch.Tensor:
+            return torch.stack([r.get_parameter(name) for r in self.reduce]).index_select(0, index)[0]
+
+        y = factorized_halves(x, pick("conv1.weight"), pick("conv2.weight"), relu=False)
+        return batch_norm_batch_stats(y, pick("bn.weight"), pick("bn.bias"))
+
     def child_state(self, input_id: int, stride: int) -> dict[str, torch.Tensor]:
         if stride == 1:
             return {}
@@ -250,8 +286,9 @@ class MicroOp:
     """One op of the micro space.
 
     build(c, stride, track_running_stats) -> the child's module (C -> C channels).
-    build_shared(num_inputs, c, reduction) -> the supernet's module: ``forward(x, input_id, stride)`` and
-        ``child_state(input_id, stride)`` (the state_dict of the child module for that input).
+    build_shared(num_inputs, c, reduction) -> the supernet's module: ``forward(x, input_id, stride)``,
+        ``forward_graph(x, input_id, stride)`` (the same with the id as a 0-d device tensor, for the arch-as-data
+        path) and ``child_state(input_id, stride)`` (the state_dict of the child module for that input).
     drop_path: whether drop-path applies to its output (every op but identity, as in the authors' code).
     """
 

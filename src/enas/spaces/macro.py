@@ -15,7 +15,7 @@ previous output and may add any of [stem, out_0, ..., out_{k-2}] (see `enas.arch
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -25,9 +25,11 @@ from torch import nn
 
 from enas.arch import Arch
 from enas.arch.macro import MACRO_OPS, MacroArch, MacroLayer, reduction_layers
+from enas.compiled import CompiledPerDevice, check_cell_options
 from enas.errors import ArchError, ConfigError
 from enas.ops import FactorizedReduce, bn, channels_last, he_init_
 from enas.spaces.base import Action, Decision, Space, TaskInfo
+from enas.spaces.macro_graph import arch_index, graph_network
 from enas.spaces.macro_layers import OP_SPECS, FinalLayer, SearchLayer
 
 assert tuple(OP_SPECS) == MACRO_OPS, "the macro op registry must follow the authors' op order"
@@ -47,9 +49,14 @@ class MacroSpaceConfig:
     # supernet only: "consistent" starts every branch near the identity (docs/fidelity.md); "independent" draws
     # each branch on its own (He-normal), as the authors' code did
     choice_init: str = "consistent"
+    # supernet only: "path" runs only the sampled branch, skips and reductions; "graph" takes the arch as index
+    # tensors, one kernel sequence for every arch (enas.spaces.macro_graph); compile_cell=true compiles that once
+    cell: str = "path"
+    compile_cell: bool = False
 
     def __post_init__(self) -> None:
         self.ops = tuple(self.ops)
+        check_cell_options(self.cell, self.compile_cell)
         if not isinstance(self.num_layers, int) or self.num_layers < 1:
             raise ConfigError(f"macro num_layers must be a positive integer, got {self.num_layers!r}")
         if not isinstance(self.channels, int) or self.channels < 2 or self.channels % 2:
@@ -155,6 +162,19 @@ class MacroSearchNet(_MacroNet):
             for reductions in self.reductions:
                 for reduce in reductions.values():
                     reduce.near_identity_()
+        self.cell = "path"
+        if arch is None:
+            self.set_cell(config.cell, config.compile_cell)
+
+    def set_cell(self, cell: str, compiled: bool = False, backend: str | Callable[..., object] = "inductor") -> None:
+        """Run the supernet as ``cell``: "path" (only the sampled branches) or "graph" (the arch as index tensors,
+        `enas.spaces.macro_graph`); ``compiled``: the graph network through ``torch.compile`` with ``backend``.
+        The weights stay as they are."""
+        if self.arch is not None:
+            raise ValueError("set_cell applies to the supernet; a child runs its own path")
+        check_cell_options(cell, compiled)
+        self.cell = cell
+        self._graph_fn = CompiledPerDevice(graph_network, backend) if compiled else graph_network
 
     def forward(self, images: torch.Tensor, arch: Arch | None = None) -> tuple[torch.Tensor, None]:
         """images (B, C_in, H, W) -> (logits (B, K), None). A child runs its own arch and ignores ``arch``."""
@@ -164,13 +184,20 @@ class MacroSearchNet(_MacroNet):
             raise ArchError(f"the macro supernet needs a MacroArch to run, got {type(arch).__name__}")
         elif arch.num_layers != len(self.layers):
             raise ArchError(f"arch has {arch.num_layers} layers but the supernet has {len(self.layers)}")
+        elif self.cell == "graph":
+            for k, layer in enumerate(arch.layers):
+                self._check_op(k, layer.op)
+            index = arch_index(arch, self.config.ops, reduction_keep(arch), images.device)
+            return self._graph_fn(images, self, *index), None
         return self._run(images, arch), None
 
     def _layer(self, k: int, layer: MacroLayer, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
-        block: SearchLayer = self.layers[k]
-        if layer.op not in block.branches:
-            raise ArchError(f"layer {k}: op {layer.op!r} is not among this space's ops {list(self.config.ops)}")
-        return block(x, layer.op, skips)
+        self._check_op(k, layer.op)
+        return self.layers[k](x, layer.op, skips)
+
+    def _check_op(self, k: int, op: str) -> None:
+        if op not in self.layers[k].branches:
+            raise ArchError(f"layer {k}: op {op!r} is not among this space's ops {list(self.config.ops)}")
 
     def path_prefixes(self, arch: MacroArch) -> tuple[str, ...]:
         """State-dict key prefixes of the modules that ``arch`` uses (the modules of its search-mode child)."""

@@ -9,6 +9,7 @@ cell after the second reduction (training mode only).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,10 +19,12 @@ from torch import nn
 
 from enas.arch import Arch
 from enas.arch.micro import CELL_NAMES, MICRO_OP_NAMES, NUM_CELL_INPUTS, MicroArch, MicroNode
+from enas.compiled import CompiledPerDevice, check_cell_options
 from enas.errors import ArchError, ConfigError
 from enas.ops import bn, channels_last, he_init_
 from enas.spaces.base import Action, Decision, Space, TaskInfo
 from enas.spaces.micro_cells import AuxHead, ChildCell, SearchCell, drop_path_keep_prob
+from enas.spaces.micro_graph import arch_index, graph_cell
 
 #: Initialisations of the supernet's per-choice weights (see `MicroSpaceConfig.choice_init`).
 CHOICE_INITS = ("consistent", "independent")
@@ -46,6 +49,10 @@ class MicroSpaceConfig:
     # supernet only: "consistent" starts every per-choice weight near the identity (docs/fidelity.md); "independent"
     # draws each copy on its own (He-normal), as the authors' code did
     choice_init: str = "consistent"
+    # supernet only: "path" runs only the sampled ops; "graph" takes the arch as index tensors, one kernel sequence
+    # for every arch (enas.spaces.micro_graph); compile_cell=true compiles that once (a CUDA graph on a GPU)
+    cell: str = "path"
+    compile_cell: bool = False
 
     def __post_init__(self) -> None:
         if self.num_layers < 1:
@@ -55,6 +62,7 @@ class MicroSpaceConfig:
                               f"in two), got {self.channels}")
         if self.num_nodes < 1:
             raise ConfigError(f"micro num_nodes must be >= 1, got {self.num_nodes}")
+        check_cell_options(self.cell, self.compile_cell)
         if self.choice_init not in CHOICE_INITS:
             raise ConfigError(f"micro choice_init must be one of {', '.join(CHOICE_INITS)}, got {self.choice_init!r}")
         for name in ("keep_prob", "drop_path_keep"):
@@ -114,11 +122,20 @@ class _MicroNetwork(nn.Module):
     def forward(self, images: torch.Tensor, arch: Any = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """images (B, in_channels, H, W) -> (logits (B, K), aux logits (B, K) in training mode with aux head)."""
         cfg = self.config
+
+        def run_cell(position: int, cell: nn.Module, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
+            keep = drop_path_keep_prob(position, cfg.num_cells, cfg.drop_path_keep, self.drop_path_progress)
+            return self._run_cell(cell, s0, s1, arch, keep)
+
+        return self._network(images, run_cell)
+
+    def _network(self, images: torch.Tensor, run_cell) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Stem, cells (``run_cell(position, cell, s0, s1)``), heads."""
+        cfg = self.config
         s0 = s1 = channels_last(self.stem(images))  # (B, 3C, H, W)
         aux_logits = None
         for position, cell in enumerate(self.cells):
-            keep = drop_path_keep_prob(position, cfg.num_cells, cfg.drop_path_keep, self.drop_path_progress)
-            s0, s1 = s1, self._run_cell(cell, s0, s1, arch, keep)
+            s0, s1 = s1, run_cell(position, cell, s0, s1)
             if position == self.aux_position and self.aux_head is not None and self.training:
                 aux_logits = self.aux_head(s1)
         x = F.relu(s1).mean(dim=(2, 3))  # (B, c_last)
@@ -138,6 +155,15 @@ class MicroSupernet(_MicroNetwork):
         if config.choice_init == "consistent":
             for cell in self.cells:
                 cell.near_identity_()
+        self.set_cell(config.cell, config.compile_cell)
+
+    def set_cell(self, cell: str, compiled: bool = False, backend: str | Callable[..., object] = "inductor") -> None:
+        """Run the cells as ``cell``: "path" (only the sampled ops) or "graph" (the arch as index tensors,
+        `enas.spaces.micro_graph`); ``compiled``: the graph network through ``torch.compile`` with ``backend``.
+        The weights stay as they are."""
+        check_cell_options(cell, compiled)
+        self.cell = cell
+        self._graph_fn = CompiledPerDevice(_graph_network, backend) if compiled else _graph_network
 
     def _run_cell(self, cell, s0, s1, arch, keep_prob):
         return cell(s0, s1, arch.reduce if cell.reduction else arch.normal, keep_prob)
@@ -148,7 +174,15 @@ class MicroSupernet(_MicroNetwork):
         if arch.num_nodes != self.config.num_nodes:
             raise ArchError(f"the architecture has {arch.num_nodes} nodes per cell; this supernet has "
                             f"{self.config.num_nodes}")
-        return super().forward(images, arch)
+        if self.cell == "path":
+            return super().forward(images, arch)
+        cfg = self.config
+        keeps = None
+        if self.training and cfg.drop_path_keep < 1.0:  # a tensor: its value changes every step
+            keeps = torch.tensor([drop_path_keep_prob(p, cfg.num_cells, cfg.drop_path_keep, self.drop_path_progress)
+                                  for p in range(cfg.num_cells)], device=images.device)
+        slots, loose = arch_index(arch, images.device)
+        return self._graph_fn(images, self, slots, loose, keeps)
 
 
 class MicroChild(_MicroNetwork):
@@ -243,6 +277,16 @@ class MicroSpace(Space):
             sub = cell.child_state(arch.reduce if cell.reduction else arch.normal)
             state.update({f"cells.{position}.{k}": v for k, v in sub.items()})
         return state
+
+
+def _graph_network(images: torch.Tensor, net: MicroSupernet, slots: torch.Tensor, loose: torch.Tensor,
+                   keeps: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The supernet with its arch as data (`enas.spaces.micro_graph.arch_index`): the same kernels for every arch."""
+    def run_cell(position: int, cell: nn.Module, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
+        c = int(cell.reduction)
+        return graph_cell(cell, s0, s1, slots[c], loose[c], None if keeps is None else keeps[position])
+
+    return net._network(images, run_cell)
 
 
 __all__ = ["NORMAL_OP_BIAS", "MicroChild", "MicroSpace", "MicroSpaceConfig", "MicroSupernet"]

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from enas.compiled import CompiledPerDevice
 from enas.arch.rnn import ACTIVATIONS, RnnArch
 from enas.spaces.rnn_cell import BN_EPS, BN_MOMENTUM, CellNorms
 
@@ -205,30 +206,7 @@ def run_cell_graph(index: CellIndex, w: Tensor, xproj: Tensor, hidden: Tensor, m
 def compiled_step(backend: str | Callable[..., object] = "inductor") -> StepFn:
     """`cell_step` through ``torch.compile`` (one artefact for every arch: the arch is an input tensor). On CUDA the
     ``reduce-overhead`` mode of inductor also replays each compiled step as a CUDA graph."""
-    return _CompiledStep(backend)
-
-
-class _CompiledStep:
-    """Compiles lazily, per device type, so that a model moved to a GPU gets the CUDA-graph mode."""
-
-    def __init__(self, backend: str | Callable[..., object]) -> None:
-        self.backend = backend
-        self._fns: dict[str, StepFn] = {}
-
-    def __call__(self, w: Tensor, *args, **kwargs):
-        kind = w.device.type
-        fn = self._fns.get(kind)
-        graphs = kind == "cuda" and self.backend == "inductor"
-        if fn is None:
-            mode = "reduce-overhead" if graphs else None
-            fn = self._fns[kind] = torch.compile(cell_step, backend=self.backend, dynamic=False, mode=mode)
-        out = fn(w, *args, **kwargs)
-        if graphs and not torch.is_grad_enabled():
-            # Without a pending backward, every call starts a new CUDA-graph iteration that reuses the previous
-            # call's output memory: copy the outputs out before the next time step (evaluation only).
-            out = tuple(o.clone() if isinstance(o, Tensor) else
-                        None if o is None else tuple(t.clone() for t in o) for o in out)
-        return out
+    return CompiledPerDevice(cell_step, backend)
 
 
 __all__ = ["CellIndex", "cell_step", "compiled_step", "run_cell_graph"]

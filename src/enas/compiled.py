@@ -1,0 +1,71 @@
+"""One ``torch.compile`` artefact per device type for the arch-as-data supernet paths.
+
+The arch-as-data paths (`enas.spaces.rnn_graph`, `enas.spaces.micro_graph`, `enas.spaces.macro_graph`) take the
+sampled arch as index tensors, so a single compiled function serves every arch. `CompiledPerDevice` compiles lazily
+on the first call, per device type, so that a model moved to a GPU gets inductor's ``reduce-overhead`` mode, which
+replays the compiled function as a CUDA graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from enas.errors import ConfigError
+
+#: How a CNN supernet runs its cells or layers: only the sampled path, or the arch as index tensors.
+CNN_CELLS = ("path", "graph")
+
+
+def check_cell_options(cell: Any, compile_cell: Any) -> None:
+    """The ``model.cell`` / ``model.compile_cell`` options of a CNN space, checked with one-line errors."""
+    if not isinstance(cell, str) or cell not in CNN_CELLS:
+        raise ConfigError(f"model.cell must be one of {', '.join(CNN_CELLS)}; got {cell!r}")
+    if not isinstance(compile_cell, bool):
+        raise ConfigError(f"model.compile_cell must be true or false; got {compile_cell!r}")
+    if compile_cell and cell != "graph":
+        raise ConfigError("model.compile_cell=true compiles the arch-as-data network; set model.cell=graph too")
+
+
+def _clone(out: Any) -> Any:
+    if isinstance(out, Tensor):
+        return out.clone()
+    if isinstance(out, (tuple, list)):
+        return type(out)(_clone(o) for o in out)
+    return out
+
+
+def _device_type(args: tuple[Any, ...]) -> str:
+    for a in args:
+        if isinstance(a, Tensor):
+            return a.device.type
+    raise TypeError("a compiled arch-as-data function needs at least one tensor argument")
+
+
+class CompiledPerDevice:
+    """``fn`` through ``torch.compile(backend=backend, dynamic=False)``; on CUDA with inductor, in the
+    ``reduce-overhead`` (CUDA graph) mode. The device is the one of the first tensor argument."""
+
+    def __init__(self, fn: Callable[..., Any], backend: str | Callable[..., object] = "inductor") -> None:
+        self.fn, self.backend = fn, backend
+        self._fns: dict[str, Callable[..., Any]] = {}
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        kind = _device_type(args)
+        graphs = kind == "cuda" and self.backend == "inductor"
+        compiled = self._fns.get(kind)
+        if compiled is None:
+            mode = "reduce-overhead" if graphs else None
+            compiled = self._fns[kind] = torch.compile(self.fn, backend=self.backend, dynamic=False, mode=mode)
+        out = compiled(*args, **kwargs)
+        if graphs and not torch.is_grad_enabled():
+            # Without a pending backward, every call starts a new CUDA-graph iteration that reuses the previous
+            # call's output memory: copy the outputs out before the next call (evaluation only).
+            out = _clone(out)
+        return out
+
+
+__all__ = ["CNN_CELLS", "CompiledPerDevice", "check_cell_options"]

@@ -1,0 +1,64 @@
+"""Shared checks of the arch-as-data supernet paths: one training step of two networks compared, the aten op
+sequence of a step, distinct random archs."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from enas.controller import UniformSampler
+
+
+def distinct_archs(space, n, seed=0):
+    torch.manual_seed(seed)
+    sampler = UniformSampler(space)
+    found = []
+    while len(found) < n:
+        arch = sampler.sample().arch
+        if arch not in found:
+            found.append(arch)
+    return found
+
+
+class OpLog(TorchDispatchMode):
+    """Records every aten op dispatched (forward, backward, optimizer)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func.overloadpacket))
+        return func(*args, **(kwargs or {}))
+
+
+def step(net, images, labels, arch):
+    """One forward + backward of ``net`` on ``arch``: (logits, {name: grad, None as zeros}, {name: buffer})."""
+    net.zero_grad(set_to_none=True)
+    logits = net(images, arch=arch)[0]
+    F.cross_entropy(logits, labels).backward()
+    grads = {n: (p.grad if p.grad is not None else torch.zeros_like(p)).clone() for n, p in net.named_parameters()}
+    return logits.detach(), grads, {n: b.clone() for n, b in net.named_buffers()}
+
+
+def assert_steps_equal(a, b, **tol):
+    (la, ga, ba), (lb, gb, bb) = a, b
+    torch.testing.assert_close(lb, la, **tol)
+    assert ga.keys() == gb.keys() and ba.keys() == bb.keys()
+    for name in ga:
+        torch.testing.assert_close(gb[name], ga[name], **tol, msg=lambda m, name=name: f"grad of {name}: {m}")
+    for name in ba:
+        torch.testing.assert_close(bb[name], ba[name], **tol, msg=lambda m, name=name: f"buffer {name}: {m}")
+
+
+def step_ops(net, images, labels, arch):
+    """The aten ops of one training step of a copy of ``net`` on ``arch``: forward, backward, SGD update."""
+    net = copy.deepcopy(net).train()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    with OpLog() as log:
+        F.cross_entropy(net(images, arch=arch)[0], labels).backward()
+        opt.step()
+    return log.ops
