@@ -9,9 +9,9 @@ Workloads per space: the supernet with a fresh arch per step; the supernet on ar
 arch k (search-time layers, the supernet's weights), cycling over a few archs, for the step-time ratio (target
 <= 1.15); the plain references (recurrent: a tied 2-layer ``nn.LSTM`` language model; micro: the plain CNN of the
 speed targets and, as an extra row, our 4-conv CNN); the supernet with the arch as data (``model.cell=graph``:
-the same kernels for every arch), eager and, with ``compile``, compiled. Then, timed on their own: a controller step (sample +
-REINFORCE update at the paper's controller settings), an eval forward (what derive and validation cost per
-batch), a final-training step of the child (final layers), the FLOPs of each workload's step
+the same kernels for every arch), eager and, with ``compile``, compiled. Then, timed on their own: a controller
+step (sample + REINFORCE update at the paper's controller settings), an eval forward (what derive and validation
+cost per batch), a final-training step of the child (final layers), the FLOPs of each workload's step
 (`torch.utils.flop_counter`), the aten kernels dispatched per supernet step (forward + backward + optimizer; a
 machine-independent measure of launch overhead) and the peak memory.
 """

@@ -6,13 +6,13 @@ import copy
 
 import pytest
 import torch
+from tests.spaces.graph_checks import assert_steps_equal, distinct_archs, step, step_ops
 from torch._dynamo.testing import CompileCounter
 
 from enas.errors import ConfigError
 from enas.spaces.base import TaskInfo
 from enas.spaces.macro import MacroSpace, MacroSpaceConfig, reduction_keep
 from enas.spaces.macro_graph import arch_index
-from tests.spaces.graph_checks import assert_steps_equal, distinct_archs, step, step_ops
 
 INFO = TaskInfo(in_channels=3, image_size=8, num_classes=5)
 

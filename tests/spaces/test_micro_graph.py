@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from tests.spaces.graph_checks import assert_steps_equal, distinct_archs, step, step_ops
 from torch._dynamo.testing import CompileCounter
 
 from enas.arch.micro import MICRO_OP_NAMES, MicroArch, MicroNode, loose_ends
@@ -13,7 +14,6 @@ from enas.errors import ConfigError
 from enas.spaces.base import TaskInfo
 from enas.spaces.micro import MicroSpace, MicroSpaceConfig
 from enas.spaces.micro_graph import FROM_CELL_INPUT, INPUT, NODE, OP, arch_index
-from tests.spaces.graph_checks import assert_steps_equal, distinct_archs, step, step_ops
 
 INFO = TaskInfo(in_channels=3, image_size=8, num_classes=5)
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from enas.compiled import CompiledPerDevice
 from enas.arch.rnn import ACTIVATIONS, RnnArch
+from enas.compiled import CompiledPerDevice
 from enas.spaces.rnn_cell import BN_EPS, BN_MOMENTUM, CellNorms
 
 
