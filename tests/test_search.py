@@ -87,6 +87,27 @@ def test_image_search_end_to_end(space, npz_path, tmp_path):
     assert (tmp_path / "run" / "arch.png").is_file()
 
 
+@pytest.mark.parametrize("space", ["macro", "micro"])
+def test_image_search_with_the_arch_as_data(space, npz_path, tmp_path):
+    """``model.cell=graph``: the same search loop over the arch-as-data supernet; its checkpoint is the ordinary
+    one (the sampled-path supernet loads it)."""
+    import torch
+
+    from enas.build import build_space
+
+    cfg = tiny_image_config(space, npz_path)
+    cfg.model.cell = "graph"
+    cfg.search.epochs = 1
+    summary = Search(cfg, tmp_path / "run", progress=False).run()
+    assert 0.0 <= summary["best"]["score"] <= 1.0
+    assert load_arch(tmp_path / "run" / "arch.json").space == space
+    state = RunDir(tmp_path / "run", resume=True).load_checkpoint()["supernet"]
+    cfg.model.cell = "path"
+    info = Search(cfg, tmp_path / "run2", progress=False).task.info
+    build_space(cfg).build_supernet(info).load_state_dict(state)
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
 def test_derive_again_from_a_run_directory(corpus_dir, tmp_path):
     Search(tiny_rnn_config(corpus_dir), tmp_path / "run", progress=False).run()
     summary = Search(None, tmp_path / "run", resume=True, progress=False).derive(samples=2)

@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=20, help="timed rounds (each runs every workload once; default 20)")
     p.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
     p.add_argument("--compile", action="store_true",
-                   help="also time the recurrent supernet with its arch-as-data cell under torch.compile")
+                   help="also time each supernet with the arch as data (model.cell=graph) under torch.compile")
 
     p = sub.add_parser("data", help="load (and download if needed) a dataset and print its statistics")
     p.add_argument("name", help="ptb | cifar10 | fashion-mnist | FILE.npz")

@@ -45,6 +45,15 @@ def _device_type(args: tuple[Any, ...]) -> str:
     raise TypeError("a compiled arch-as-data function needs at least one tensor argument")
 
 
+def to_device(t: Tensor, device: torch.device | str) -> Tensor:
+    """An arch's index tensor built on the host, on ``device``. To a GPU through pinned memory without blocking: a
+    plain copy from pageable memory would make the host wait for the GPU at every step."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 class CompiledPerDevice:
     """``fn`` through ``torch.compile(backend=backend, dynamic=False)``; on CUDA with inductor, in the
     ``reduce-overhead`` (CUDA graph) mode. The device is the one of the first tensor argument."""
@@ -68,4 +77,4 @@ class CompiledPerDevice:
         return out
 
 
-__all__ = ["CNN_CELLS", "CompiledPerDevice", "check_cell_options"]
+__all__ = ["CNN_CELLS", "CompiledPerDevice", "check_cell_options", "to_device"]

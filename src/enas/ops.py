@@ -18,6 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from enas.spaces.graph_ops import pick as pick_by_index
+from enas.spaces.graph_ops import select_row
+
 BN_MOMENTUM = 0.1  # TF decay 0.9
 BN_EPS = 1e-5
 
@@ -216,7 +219,7 @@ class SharedSepConv(nn.Module):
     def forward_graph(self, x: torch.Tensor, input_id: torch.Tensor, stride: int) -> torch.Tensor:
         """`forward` with the input id as a 0-d device tensor (the arch-as-data path, `enas.spaces.micro_graph`):
         the row is gathered on the device, so the same kernels run whatever the id."""
-        row = self.weight.index_select(0, input_id.view(1))[0]
+        row = select_row(self.weight, input_id)
         return self._run(x, [w.view(shape) for w, shape in zip(row.split(self.sizes), self.shapes)], stride)
 
     @staticmethod
@@ -267,10 +270,8 @@ class SharedIdentity(nn.Module):
         """`forward` with the input id as a 0-d device tensor: the reduction's weights are gathered by it."""
         if stride == 1:
             return x
-        index = input_id.view(1)
-
         def pick(name: str) -> torch.Tensor:
-            return torch.stack([r.get_parameter(name) for r in self.reduce]).index_select(0, index)[0]
+            return pick_by_index([r.get_parameter(name) for r in self.reduce], input_id)
 
         y = factorized_halves(x, pick("conv1.weight"), pick("conv2.weight"), relu=False)
         return batch_norm_batch_stats(y, pick("bn.weight"), pick("bn.bias"))

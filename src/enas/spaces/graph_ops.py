@@ -1,5 +1,9 @@
 """Tensor helpers of the arch-as-data supernet paths (`enas.spaces.micro_graph`, `enas.spaces.macro_graph`):
-choices made by index tensors, with the same kernels whatever the index."""
+choices made by index tensors, with the same kernels whatever the index.
+
+Choices are elementwise selections (``where``), not gathers: inductor's C++ backend miscompiled the backward of a
+gather by a 0-d index inside a large graph (a crash in the fused kernel), and selections fuse into the neighbouring
+kernels anyway."""
 
 from __future__ import annotations
 
@@ -9,12 +13,18 @@ from torch import Tensor, nn
 
 
 def pick(tensors: list[Tensor], index: Tensor) -> Tensor:
-    """``tensors[index]`` for a 0-d index tensor: one gather from their stack (the others get a zero gradient).
-    The stack is taken over the NHWC views, so channels-last tensors give a channels-last result."""
-    if len(tensors) == 1:
-        return tensors[0]
-    stacked = torch.stack([t.permute(0, 2, 3, 1) for t in tensors])  # (n, B, H, W, C)
-    return stacked.index_select(0, index.view(1))[0].permute(0, 3, 1, 2)
+    """``tensors[index]`` for a 0-d index tensor, as a chain of ``where``: elementwise (a compiler fuses it into one
+    kernel, with no indirect indexing), exact, and the others get a zero gradient (never NaN, whatever they hold)."""
+    out = tensors[0]
+    for i, t in enumerate(tensors[1:], start=1):
+        out = torch.where(index == i, t, out)
+    return out
+
+
+def select_row(weight: Tensor, index: Tensor) -> Tensor:
+    """``weight[index]`` (a row) for a 0-d index tensor, without indirect indexing: the masked sum of the rows."""
+    rows = torch.arange(weight.shape[0], device=weight.device)
+    return torch.where((rows == index)[:, None], weight, weight.new_zeros(())).sum(0)
 
 
 def select_batch_norm(x: Tensor, norm: nn.BatchNorm2d, selected: Tensor) -> Tensor:
@@ -33,4 +43,4 @@ def select_batch_norm(x: Tensor, norm: nn.BatchNorm2d, selected: Tensor) -> Tens
     return y
 
 
-__all__ = ["pick", "select_batch_norm"]
+__all__ = ["pick", "select_batch_norm", "select_row"]

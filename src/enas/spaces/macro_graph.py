@@ -20,10 +20,10 @@ and momentum move them as they did in the authors' code.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from enas.arch.macro import MacroArch
+from enas.compiled import to_device
 from enas.ops import channels_last, factorized_halves
 from enas.spaces.graph_ops import pick, select_batch_norm
 
@@ -39,7 +39,8 @@ def arch_index(arch: MacroArch, ops: tuple[str, ...], keep: tuple[frozenset[int]
     reduced = torch.zeros(len(keep), n + 1)
     for r, kept in enumerate(keep):
         reduced[r, sorted(kept)] = 1.0
-    return torch.tensor(op).to(device), torch.tensor(skips, dtype=torch.float32).to(device), reduced.to(device)
+    return (to_device(torch.tensor(op), device), to_device(torch.tensor(skips, dtype=torch.float32), device),
+            to_device(reduced, device))
 
 
 def _branch(branch, x: Tensor, selected: Tensor) -> Tensor:
@@ -65,7 +66,7 @@ def graph_network(images: Tensor, net, op: Tensor, skips: Tensor, reduced: Tenso
     names = list(net.config.ops)
     for k, layer in enumerate(net.layers):
         x = tensors[-1]
-        chosen = F.one_hot(op[k], len(names)).to(x.dtype)  # (ops,)
+        chosen = (op[k] == torch.arange(len(names), device=x.device)).to(x.dtype)  # (ops,) one-hot
         out = pick([_branch(layer.branches[name], x, chosen[i]) for i, name in enumerate(names)], op[k])
         if layer.merge_bn is not None:
             for i in range(k):

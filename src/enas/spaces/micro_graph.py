@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from enas.arch.micro import MICRO_OP_NAMES, NUM_CELL_INPUTS, MicroArch, loose_ends
+from enas.compiled import to_device
 from enas.ops import MICRO_OPS
 from enas.spaces.graph_ops import pick
 
@@ -47,7 +48,7 @@ def arch_index(arch: MicroArch, device: torch.device) -> tuple[Tensor, Tensor]:
                         min(j, NUM_CELL_INPUTS - 1)] for j, op in zip(node.inputs, node.ops)] for node in cell])
         ends = set(loose_ends(cell))
         loose.append([float(i in ends) for i in range(NUM_CELL_INPUTS + len(cell))])
-    return torch.tensor(slots).to(device), torch.tensor(loose).to(device)
+    return to_device(torch.tensor(slots), device), to_device(torch.tensor(loose), device)
 
 
 def _slot(ops, x: Tensor, input_id: Tensor, op: Tensor, stride: int) -> Tensor:

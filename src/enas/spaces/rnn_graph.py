@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from enas.arch.rnn import ACTIVATIONS, RnnArch
-from enas.compiled import CompiledPerDevice
+from enas.compiled import CompiledPerDevice, to_device
 from enas.spaces.rnn_cell import BN_EPS, BN_MOMENTUM, CellNorms
 
 
@@ -51,7 +51,7 @@ class CellIndex:
         out[list(outputs)] = 1.0 / len(outputs)
         parent = torch.tensor([0] + [node.input for node in nodes[1:]], dtype=torch.long)
         act = torch.tensor([ACTIVATIONS.index(node.act) for node in nodes], dtype=torch.long)
-        return cls(parent.to(device), act.to(device), out.to(device))
+        return cls(to_device(parent, device), to_device(act, device), to_device(out, device))
 
 
 def _batch_norm(y: Tensor, weight: Tensor, bias: Tensor, mean: Tensor, var: Tensor, training: bool
