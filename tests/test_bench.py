@@ -73,3 +73,17 @@ def test_step_flops_are_three_forwards_and_include_the_fused_lstm():
     lstm = 2 * 21 * 2 * 4 * 16 * (16 + 16)  # layers x tokens x 2 x 4H x (H_in + H)
     assert lm.uncounted_flops(21) == lstm
     assert _flops(lambda i: lm(tokens), 0, lm.uncounted_flops(21)) == 3 * (decoder + lstm)
+
+
+def test_profile_script_groups_the_step_by_kind_of_work():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "profile_step.py"
+    spec = importlib.util.spec_from_file_location("profile_step", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows, kinds, total = module.profile_space("micro", steps=1, warmup=0, size="small")
+    assert total > 0 and sum(kinds.values()) == pytest.approx(total)
+    assert kinds.get("convolutions", 0) > 0 and kinds.get("batch norm", 0) > 0
+    assert module.kind_of("aten::mm") == "matrix products" and module.kind_of("aten::relu") == "elementwise and other"
