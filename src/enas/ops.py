@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from enas.spaces.graph_ops import pick as pick_by_index
-from enas.spaces.graph_ops import select_row
+from enas.graph_ops import pick as pick_by_index
+from enas.graph_ops import select_row
 
 BN_MOMENTUM = 0.1  # TF decay 0.9
 BN_EPS = 1e-5

@@ -1,5 +1,5 @@
-"""Shared checks of the arch-as-data supernet paths: one training step of two networks compared, the aten op
-sequence of a step, distinct random archs."""
+"""Shared checks of the arch-as-data supernet paths: distinct random archs, the aten op sequence of a step, and
+for the CNN spaces one training step of the path and graph supernets compared."""
 
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from enas.controller import UniformSampler
+from enas.spaces.base import TaskInfo
+
+#: the small image task of the CNN graph tests
+IMAGES = TaskInfo(in_channels=3, image_size=8, num_classes=5)
 
 
 def distinct_archs(space, n, seed=0):
@@ -62,3 +66,35 @@ def step_ops(net, images, labels, arch):
         F.cross_entropy(net(images, arch=arch)[0], labels).backward()
         opt.step()
     return log.ops
+
+
+def image_batch(n=6, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, 8, 8, generator=g, dtype=dtype), torch.randint(0, 5, (n,), generator=g)
+
+
+def path_and_graph(space, dtype=torch.float64):
+    """The space's supernet on `IMAGES` (sampled path) and a copy running the arch as data, same weights."""
+    torch.manual_seed(0)
+    path = space.build_supernet(IMAGES).to(dtype)
+    graph = copy.deepcopy(path)
+    graph.set_cell("graph")
+    return path, graph
+
+
+def check_one_compiled_artefact(space, archs):
+    """Compiled (dynamo, eager backend) and path supernets take equal steps on ``archs``, one graph for all."""
+    from torch._dynamo.testing import CompileCounter
+
+    path, graph = path_and_graph(space, torch.float32)
+    counter = CompileCounter()
+    graph.set_cell("graph", compiled=True, backend=counter)
+    torch._dynamo.reset()
+    try:
+        images, labels = image_batch()
+        for arch in archs:
+            assert_steps_equal(step(path, images, labels, arch), step(graph, images, labels, arch),
+                               rtol=1e-4, atol=1e-5)
+        assert counter.frame_count == 1  # training mode: one graph for every arch
+    finally:
+        torch._dynamo.reset()

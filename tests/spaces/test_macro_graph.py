@@ -2,37 +2,27 @@
 supernet in outputs, gradients and running statistics for random archs; one kernel sequence and one compiled
 artefact for every arch."""
 
-import copy
-
 import pytest
 import torch
-from tests.spaces.graph_checks import assert_steps_equal, distinct_archs, step, step_ops
-from torch._dynamo.testing import CompileCounter
 
 from enas.errors import ConfigError
-from enas.spaces.base import TaskInfo
 from enas.spaces.macro import MacroSpace, MacroSpaceConfig, reduction_keep
 from enas.spaces.macro_graph import arch_index
-
-INFO = TaskInfo(in_channels=3, image_size=8, num_classes=5)
+from tests.spaces.graph_checks import (
+    IMAGES,
+    assert_steps_equal,
+    check_one_compiled_artefact,
+    distinct_archs,
+    image_batch,
+    path_and_graph,
+    step,
+    step_ops,
+)
 
 
 def space(**overrides):
     # 6 layers: reductions after layers 1 and 3; no classifier dropout, so that two runs can be compared
     return MacroSpace(MacroSpaceConfig(**{"num_layers": 6, "channels": 4, "keep_prob": 1.0, **overrides}))
-
-
-def batch(n=6, dtype=torch.float32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 3, 8, 8, generator=g, dtype=dtype), torch.randint(0, 5, (n,), generator=g)
-
-
-def pair(sp, dtype=torch.float64):
-    torch.manual_seed(0)
-    path = sp.build_supernet(INFO).to(dtype)
-    graph = copy.deepcopy(path)
-    graph.set_cell("graph")
-    return path, graph
 
 
 def test_arch_index_holds_the_arch():
@@ -51,8 +41,8 @@ def test_graph_supernet_equals_the_path_supernet(seed):
     """Outputs, gradients (an unsampled weight's none = zeros) and BN running statistics over random archs in
     training mode, then outputs in eval mode (running statistics)."""
     sp = space()
-    path, graph = pair(sp)
-    images, labels = batch(dtype=torch.float64, seed=seed)
+    path, graph = path_and_graph(sp)
+    images, labels = image_batch(dtype=torch.float64, seed=seed)
     for arch in distinct_archs(sp, 4, seed=seed):
         assert_steps_equal(step(path, images, labels, arch), step(graph, images, labels, arch))
     path.eval(), graph.eval()
@@ -62,8 +52,8 @@ def test_graph_supernet_equals_the_path_supernet(seed):
 
 def test_graph_supernet_keeps_the_ops_of_a_smaller_vocabulary():
     sp = space(ops=("conv3x3", "maxpool3x3", "sep5x5"))
-    path, graph = pair(sp, torch.float32)
-    images, labels = batch()
+    path, graph = path_and_graph(sp, torch.float32)
+    images, labels = image_batch()
     for arch in distinct_archs(sp, 3, seed=4):
         assert_steps_equal(step(path, images, labels, arch), step(graph, images, labels, arch),
                            rtol=1e-4, atol=1e-5)
@@ -71,8 +61,8 @@ def test_graph_supernet_keeps_the_ops_of_a_smaller_vocabulary():
 
 def test_graph_supernet_dispatches_the_same_ops_for_every_arch():
     sp = space()
-    path, graph = pair(sp, torch.float32)
-    images, labels = batch()
+    path, graph = path_and_graph(sp, torch.float32)
+    images, labels = image_batch()
     archs = distinct_archs(sp, 4, seed=1)
     sequences = [step_ops(graph, images, labels, arch) for arch in archs]
     assert all(ops == sequences[0] for ops in sequences[1:])
@@ -84,18 +74,7 @@ def test_graph_supernet_dispatches_the_same_ops_for_every_arch():
 
 def test_one_compiled_artefact_serves_every_arch():
     sp = space()
-    path, graph = pair(sp, torch.float32)
-    counter = CompileCounter()
-    graph.set_cell("graph", compiled=True, backend=counter)
-    torch._dynamo.reset()
-    try:
-        images, labels = batch()
-        for arch in distinct_archs(sp, 4, seed=2):
-            assert_steps_equal(step(path, images, labels, arch), step(graph, images, labels, arch),
-                               rtol=1e-4, atol=1e-5)
-        assert counter.frame_count == 1  # training mode: one graph for all four archs
-    finally:
-        torch._dynamo.reset()
+    check_one_compiled_artefact(sp, distinct_archs(sp, 4, seed=2))
 
 
 def test_cell_options_are_checked():
@@ -104,10 +83,10 @@ def test_cell_options_are_checked():
     with pytest.raises(ConfigError, match="set model.cell=graph"):
         MacroSpaceConfig(compile_cell=True)
     sp = space(cell="graph")
-    net = sp.build_supernet(INFO)
+    net = sp.build_supernet(IMAGES)
     assert net.cell == "graph"
-    assert net.state_dict().keys() == space().build_supernet(INFO).state_dict().keys()  # one checkpoint format
-    child = sp.build_child(distinct_archs(sp, 1)[0], INFO, final=False)
+    assert net.state_dict().keys() == space().build_supernet(IMAGES).state_dict().keys()  # one checkpoint format
+    child = sp.build_child(distinct_archs(sp, 1)[0], IMAGES, final=False)
     assert child.cell == "path"
     with pytest.raises(ValueError, match="applies to the supernet"):
         child.set_cell("graph")

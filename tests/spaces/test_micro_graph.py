@@ -2,39 +2,29 @@
 supernet in outputs, gradients and statistics for random archs; one kernel sequence and one compiled artefact for
 every arch."""
 
-import copy
-
 import pytest
 import torch
-from tests.spaces.graph_checks import assert_steps_equal, distinct_archs, step, step_ops
-from torch._dynamo.testing import CompileCounter
 
 from enas.arch.micro import MICRO_OP_NAMES, MicroArch, MicroNode, loose_ends
 from enas.errors import ConfigError
-from enas.spaces.base import TaskInfo
 from enas.spaces.micro import MicroSpace, MicroSpaceConfig
 from enas.spaces.micro_graph import FROM_CELL_INPUT, INPUT, NODE, OP, arch_index
-
-INFO = TaskInfo(in_channels=3, image_size=8, num_classes=5)
+from tests.spaces.graph_checks import (
+    IMAGES,
+    assert_steps_equal,
+    check_one_compiled_artefact,
+    distinct_archs,
+    image_batch,
+    path_and_graph,
+    step,
+    step_ops,
+)
 
 
 def space(**overrides):
     # 3 layers: 5 cells, two of them reduction cells; no classifier dropout, so that two runs can be compared
     return MicroSpace(MicroSpaceConfig(**{"num_layers": 3, "channels": 4, "num_nodes": 4, "keep_prob": 1.0,
                                           **overrides}))
-
-
-def batch(n=6, dtype=torch.float32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 3, 8, 8, generator=g, dtype=dtype), torch.randint(0, 5, (n,), generator=g)
-
-
-def pair(sp, dtype=torch.float64):
-    torch.manual_seed(0)
-    path = sp.build_supernet(INFO).to(dtype)
-    graph = copy.deepcopy(path)
-    graph.set_cell("graph")
-    return path, graph
 
 
 def test_arch_index_holds_the_arch():
@@ -54,8 +44,8 @@ def test_arch_index_holds_the_arch():
 def test_graph_supernet_equals_the_path_supernet(seed):
     """Outputs and gradients (an unsampled weight's none = zeros) over random archs, in training and eval mode."""
     sp = space()
-    path, graph = pair(sp)
-    images, labels = batch(dtype=torch.float64, seed=seed)
+    path, graph = path_and_graph(sp)
+    images, labels = image_batch(dtype=torch.float64, seed=seed)
     for arch in distinct_archs(sp, 3, seed=seed):
         assert_steps_equal(step(path, images, labels, arch), step(graph, images, labels, arch))
     path.eval(), graph.eval()
@@ -65,8 +55,8 @@ def test_graph_supernet_equals_the_path_supernet(seed):
 
 def test_graph_supernet_equals_the_path_supernet_in_float32():
     sp = space(num_nodes=5)
-    path, graph = pair(sp, torch.float32)
-    images, labels = batch()
+    path, graph = path_and_graph(sp, torch.float32)
+    images, labels = image_batch()
     for arch in distinct_archs(sp, 2, seed=5):
         assert_steps_equal(step(path, images, labels, arch), step(graph, images, labels, arch),
                            rtol=1e-4, atol=1e-5)
@@ -76,9 +66,9 @@ def test_drop_path_spares_the_identity():
     """With drop-path on, a cell of identities only is untouched, and other cells are dropped per example."""
     ident = tuple(MicroNode((0, 1), ("identity", "identity")) for _ in range(4))
     sep = tuple(MicroNode((0, 1), ("sep3x3", "sep3x3")) for _ in range(4))
-    images, labels = batch()
-    _, off = pair(space(), torch.float32)
-    _, on = pair(space(drop_path_keep=0.3), torch.float32)
+    images, labels = image_batch()
+    _, off = path_and_graph(space(), torch.float32)
+    _, on = path_and_graph(space(drop_path_keep=0.3), torch.float32)
     for net in (off, on):
         net.drop_path_progress = 1.0
     torch.manual_seed(3)
@@ -90,8 +80,8 @@ def test_drop_path_spares_the_identity():
 
 def test_graph_supernet_dispatches_the_same_ops_for_every_arch():
     sp = space(num_nodes=3)
-    _, graph = pair(sp, torch.float32)
-    images, labels = batch()
+    _, graph = path_and_graph(sp, torch.float32)
+    images, labels = image_batch()
     sequences = [step_ops(graph, images, labels, arch) for arch in distinct_archs(sp, 4, seed=1)]
     assert all(ops == sequences[0] for ops in sequences[1:])
     assert "aten.where" in sequences[0]  # the arch arrives as index tensors, choices are selections
@@ -100,26 +90,15 @@ def test_graph_supernet_dispatches_the_same_ops_for_every_arch():
 def test_path_supernet_dispatches_arch_dependent_ops():
     """The control check: the sampled-path supernet's kernel sequence follows the arch."""
     sp = space(num_nodes=3)
-    path, _ = pair(sp, torch.float32)
-    images, labels = batch()
+    path, _ = path_and_graph(sp, torch.float32)
+    images, labels = image_batch()
     sequences = [step_ops(path, images, labels, arch) for arch in distinct_archs(sp, 4, seed=1)]
     assert any(ops != sequences[0] for ops in sequences[1:])
 
 
 def test_one_compiled_artefact_serves_every_arch():
     sp = space(num_layers=1, num_nodes=2)  # three cells (two reduction cells): a short graph to trace
-    path, graph = pair(sp, torch.float32)
-    counter = CompileCounter()
-    graph.set_cell("graph", compiled=True, backend=counter)
-    torch._dynamo.reset()
-    try:
-        images, labels = batch()
-        for arch in distinct_archs(sp, 4, seed=2):
-            assert_steps_equal(step(path, images, labels, arch), step(graph, images, labels, arch),
-                               rtol=1e-4, atol=1e-5)
-        assert counter.frame_count == 1  # training mode: one graph for all four archs
-    finally:
-        torch._dynamo.reset()
+    check_one_compiled_artefact(sp, distinct_archs(sp, 4, seed=2))
 
 
 def test_cell_options_are_checked():
@@ -127,6 +106,6 @@ def test_cell_options_are_checked():
         MicroSpaceConfig(cell="fast")
     with pytest.raises(ConfigError, match="set model.cell=graph"):
         MicroSpaceConfig(compile_cell=True)
-    net = space(cell="graph").build_supernet(INFO)
+    net = space(cell="graph").build_supernet(IMAGES)
     assert net.cell == "graph"
-    assert net.state_dict().keys() == space().build_supernet(INFO).state_dict().keys()  # one checkpoint format
+    assert net.state_dict().keys() == space().build_supernet(IMAGES).state_dict().keys()  # one checkpoint format

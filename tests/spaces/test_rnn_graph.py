@@ -7,16 +7,15 @@ import copy
 import pytest
 import torch
 from torch._dynamo.testing import CompileCounter
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from enas.arch.rnn import ACTIVATIONS
 from enas.build import build_space
-from enas.controller import UniformSampler
 from enas.errors import ConfigError
 from enas.presets import make_config
 from enas.spaces.base import TaskInfo
 from enas.spaces.rnn_graph import CellIndex, cell_step
 from enas.validate import validate_config
+from tests.spaces.graph_checks import OpLog, distinct_archs
 
 V, H, T, B = 40, 8, 4, 3
 INFO = TaskInfo(vocab_size=V)
@@ -29,29 +28,6 @@ def config(**model):
     for key, value in model.items():
         setattr(cfg.model, key, value)
     return validate_config(cfg)
-
-
-def distinct_archs(space, n, seed=0):
-    torch.manual_seed(seed)
-    sampler = UniformSampler(space)
-    found = []
-    while len(found) < n:
-        arch = sampler.sample().arch
-        if arch not in found:
-            found.append(arch)
-    return found
-
-
-class OpLog(TorchDispatchMode):
-    """Records every aten op dispatched (forward, backward, optimizer)."""
-
-    def __init__(self):
-        super().__init__()
-        self.ops = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.append(str(func.overloadpacket))
-        return func(*args, **(kwargs or {}))
 
 
 def step_ops(net, arch, seed=0):

@@ -5,7 +5,7 @@ and the reductions a later layer reads: its kernels change with every arch. Here
 tensors (`arch_index`) and every step runs the same kernels:
 
 * every branch of a layer runs on the layer input and the sampled one is gathered by the op index; the batch
-  norms of the other branches compute but keep their running statistics (`enas.spaces.graph_ops.select_batch_norm`);
+  norms of the other branches compute but keep their running statistics (`enas.graph_ops.select_batch_norm`);
 * the skip sum adds every earlier tensor times its 0/1 skip bit;
 * a reduction reduces every tensor of the list; the ones no later layer reads are multiplied by zero downstream
   and keep their batch-norm statistics.
@@ -24,8 +24,8 @@ from torch import Tensor
 
 from enas.arch.macro import MacroArch
 from enas.compiled import to_device
+from enas.graph_ops import pick, select_batch_norm
 from enas.ops import channels_last, factorized_halves
-from enas.spaces.graph_ops import pick, select_batch_norm
 
 
 def arch_index(arch: MacroArch, ops: tuple[str, ...], keep: tuple[frozenset[int], ...],

@@ -28,8 +28,8 @@ from torch import Tensor
 
 from enas.arch.micro import MICRO_OP_NAMES, NUM_CELL_INPUTS, MicroArch, loose_ends
 from enas.compiled import to_device
+from enas.graph_ops import pick
 from enas.ops import MICRO_OPS
-from enas.spaces.graph_ops import pick
 
 assert tuple(MICRO_OPS) == MICRO_OP_NAMES, "the op registry must follow the authors' op order"
 IDENTITY = MICRO_OP_NAMES.index("identity")
