@@ -7,6 +7,7 @@ import torch
 
 from enas.arch.rnn import RnnArch, RnnNode
 from enas.errors import ArchError, ConfigError
+from enas.packed import packing_enabled
 from enas.spaces.base import TaskInfo
 from enas.spaces.rnn import RnnChild, RnnSpace, RnnSpaceConfig, RnnSupernet
 
@@ -234,6 +235,34 @@ def test_batched_weight_gradients_equal_plain_autograd():
     for name, g in grads[0].items():
         assert torch.allclose(g, grads[1][name], rtol=1e-9, atol=1e-12), name
         assert g.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_packed_products_equal_plain_products(monkeypatch, training):
+    """float32 on the CPU: the products on packed weights (`enas.packed`) give the plain products' values and grads."""
+    sp = space(num_nodes=8, dropout_x=0.3, dropout_h=0.3)
+    net = sp.build_supernet(INFO).train(training)
+    arch = sp.decode(random_actions(sp, random.Random(3)))
+    results = []
+    for flag in ("1", "0"):
+        monkeypatch.setenv("ENAS_PACKED", flag)
+        net.zero_grad()
+        torch.manual_seed(1)  # same dropout masks
+        with torch.profiler.profile() as prof:
+            logits, hidden, _ = net(tokens(), net.init_hidden(B), arch=arch)
+            if training:
+                (logits.logsumexp(-1).mean() + hidden.square().sum()).backward()
+        grads = {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+        results.append((logits.detach(), hidden.detach(), grads, {e.name for e in prof.events()}))
+    (l1, h1, g1, ops1), (l0, h0, g0, ops0) = results
+    assert "mkl::_mkl_linear" not in ops0
+    if packing_enabled(l1):
+        assert "mkl::_mkl_linear" in ops1
+    torch.testing.assert_close(l1, l0, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(h1, h0, rtol=1e-5, atol=1e-5)
+    assert g1.keys() == g0.keys() and len(g1) == (3 + 7 + 4 if training else 0)
+    for name, g in g1.items():
+        torch.testing.assert_close(g, g0[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
 @pytest.mark.parametrize("build", ["supernet", "child"])

@@ -14,10 +14,11 @@ first code). ``m_h`` is the locked dropout mask on h_{t-1}; both of the authors'
 Speed (CPU, B rows per step; the per-step products are bound by reading the weights from memory):
 
 * the k nodes that read the same parent form a group: one (B, 2kH) buffer laid out [pre_1 gate_1 | pre_2 gate_2 ..]
-  filled by k products (one product per node: wider products run slower at these shapes), then one batch norm,
-  one sigmoid for all gates, one call per distinct activation and one fused ``lerp`` for the highway;
-* every product reads its right operand as a transposed contiguous matrix (the faster BLAS layout here): the
-  forward uses a per-forward transposed copy of each weight, the backward the weight itself;
+  then one batch norm, one sigmoid for all gates, one call per distinct activation and one fused ``lerp`` for the
+  highway;
+* a group's products run on its weights packed once per forward pass (`enas.packed`: one product per group and
+  step, forward and backward; float32 on a CPU with MKL); elsewhere every product reads its right operand as a
+  transposed contiguous matrix (the faster BLAS layout here), one product per node (`_Weights`);
 * each weight's gradient is one (H, T*B) @ (T*B, 2kH) product after the loop (`_WeightGate`) instead of T small
   products accumulated into an (H, 2H) buffer.
 
@@ -35,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from enas.arch.rnn import ACTIVATIONS, RnnArch
+from enas.packed import Operand, packing_enabled
 
 BN_MOMENTUM = 0.001  # TF moving-average decay 0.999
 BN_EPS = 1.0
@@ -205,48 +207,79 @@ class _WeightGate(torch.autograd.Function):
         return (None, *out)
 
 
-def _products(inp: Tensor, w_t: list[Tensor], bias: Tensor | None) -> Tensor:
-    """[bias +] inp @ [W_1 | .. | W_k] from the transposed weights W_i^T (2H, H): one product per node."""
-    if len(w_t) == 1:
-        return inp @ w_t[0].t() if bias is None else torch.addmm(bias, inp, w_t[0].t())
-    width = w_t[0].shape[0]
-    y = inp.new_empty(inp.shape[0], width * len(w_t))  # (B, 2kH)
-    for i, wt in enumerate(w_t):
-        torch.mm(inp, wt.t(), out=y[:, i * width:(i + 1) * width])
-    return y if bias is None else y.add_(bias)
+class _Weights:
+    """A group's k weights W_i (H, 2H) for the products of one forward pass: [bias +] inp @ [W_1 | .. | W_k] at
+    every step, and in the backward pass grad @ [W_1 | .. | W_k]^T.
+
+    Where `enas.packed` applies (float32 on a CPU with MKL) both run on copies packed once per forward pass; else
+    every product reads its right operand as a transposed contiguous matrix (the faster BLAS layout here), one
+    product per node (wider plain products run slower at these shapes).
+    """
+
+    def __init__(self, ws: list[Tensor], rows: int):
+        ws = [w.detach() for w in ws]
+        self.ws, self.rows = ws, rows
+        self.packed = packing_enabled(ws[0])
+        if self.packed:
+            self.fwd = Operand(torch.cat([w.t() for w in ws]), rows)  # (2kH, H)
+            self.bwd: Operand | None = None  # packed at the first backward step
+        else:
+            self.w_t = [w.t().contiguous() for w in ws]  # (2H, H) each
+
+    def forward(self, inp: Tensor, bias: Tensor | None) -> Tensor:
+        if self.packed:
+            y = self.fwd(inp)
+            return y if bias is None else y.add_(bias)
+        if len(self.w_t) == 1:
+            return inp @ self.w_t[0].t() if bias is None else torch.addmm(bias, inp, self.w_t[0].t())
+        width = self.w_t[0].shape[0]
+        y = inp.new_empty(inp.shape[0], width * len(self.w_t))  # (B, 2kH)
+        for i, wt in enumerate(self.w_t):
+            torch.mm(inp, wt.t(), out=y[:, i * width:(i + 1) * width])
+        return y if bias is None else y.add_(bias)
+
+    def backward(self, grad: Tensor) -> Tensor:
+        """grad (B, 2kH) -> grad @ [W_1 | .. | W_k]^T (B, H)."""
+        if self.packed:
+            if self.bwd is None:
+                self.bwd = Operand(torch.cat(self.ws, dim=1), self.rows)  # (H, 2kH)
+            return self.bwd(grad)
+        width = self.ws[0].shape[1]
+        grad_x = None
+        for i, w in enumerate(self.ws):
+            g = grad[:, i * width:(i + 1) * width]  # (B, 2H)
+            grad_x = g @ w.t() if grad_x is None else grad_x.addmm_(g, w.t())
+        return grad_x
 
 
 class _StepProduct(torch.autograd.Function):
     """[bias +] (x * mask) @ [W_1 | .. | W_k] for one time step; the weights' gradients are left to `_WeightGate`.
 
-    ``w_t`` holds each W_i transposed and contiguous, so that the forward and the backward products both read a
-    transposed contiguous right operand.
+    ``weights`` computes the products (`_Weights`); ``ws`` are the weights as autograd sees them (the gate's
+    outputs), so that autograd runs the gate's backward after every step's.
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, mask: Tensor | None, bias: Tensor | None, ledger: _Ledger, t: int,
-                w_t: list[Tensor], *ws: Tensor) -> Tensor:
+                weights: _Weights, *ws: Tensor) -> Tensor:
         inp = x if mask is None else x * mask
         ledger.inputs[t] = inp
-        ctx.save_for_backward(mask, *ws)
-        ctx.ledger, ctx.t = ledger, t
-        return _products(inp, w_t, bias)
+        ctx.save_for_backward(mask)
+        ctx.ledger, ctx.t, ctx.weights, ctx.num_ws = ledger, t, weights, len(ws)
+        return weights.forward(inp, bias)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
-        mask, *ws = ctx.saved_tensors
+        (mask,) = ctx.saved_tensors
         ctx.ledger.grads[ctx.t] = grad
         grad_x = None
         if ctx.needs_input_grad[0]:
-            width = ws[0].shape[1]
-            for i, w in enumerate(ws):
-                g = grad[:, i * width:(i + 1) * width]  # (B, 2H)
-                grad_x = g @ w.t() if grad_x is None else grad_x.addmm_(g, w.t())  # (B, H)
+            grad_x = ctx.weights.backward(grad)
             if mask is not None:
-                grad_x = grad_x * mask
+                grad_x = grad_x.mul_(mask)
         grad_bias = grad if ctx.needs_input_grad[2] else None
-        return (grad_x, None, grad_bias, None, None, None, *([None] * len(ws)))
+        return (grad_x, None, grad_bias, None, None, None, *([None] * ctx.num_ws))
 
 
 class _Product:
@@ -256,19 +289,19 @@ class _Product:
     them to autograd instead (same values, slower; kept to test the batched path).
     """
 
-    def __init__(self, ws: list[Tensor], steps: int, plain: bool = False):
+    def __init__(self, ws: list[Tensor], steps: int, rows: int, plain: bool = False):
         records = torch.is_grad_enabled() and any(w.requires_grad for w in ws)
         self.plain = plain and records
         self.ledger = _Ledger(steps) if records and not plain else None
-        self.w_t = [w.detach().t().contiguous() for w in ws]  # (2H, H) each
+        self.weights = None if self.plain else _Weights(ws, rows)
         self.ws = list(_WeightGate.apply(self.ledger, *ws)) if self.ledger is not None else ws
 
     def __call__(self, x: Tensor, mask: Tensor | None, t: int, bias: Tensor | None = None) -> Tensor:
         if self.ledger is not None:
-            return _StepProduct.apply(x, mask, bias, self.ledger, t, self.w_t, *self.ws)
+            return _StepProduct.apply(x, mask, bias, self.ledger, t, self.weights, *self.ws)
         inp = x if mask is None else x * mask
         if not self.plain:  # no gradient recorded
-            return _products(inp, self.w_t, bias)
+            return self.weights.forward(inp, bias)
         w = self.ws[0] if len(self.ws) == 1 else torch.cat(self.ws, dim=1)
         return inp @ w if bias is None else torch.addmm(bias, inp, w)
 
@@ -291,8 +324,9 @@ def run_cell(plan: CellPlan, weights: CellWeights, xproj: Tensor, hidden: Tensor
     packed = _pack(plan, norms)
     node0, rest = packed[0], packed[1:]
     plain = not batched_weight_grads
-    prod0 = _Product([weights.w_h], steps, plain)
-    prods = [_Product([weights.nodes[l] for l in p.group.children], steps, plain) for p in rest]
+    rows = hidden.shape[0]
+    prod0 = _Product([weights.w_h], steps, rows, plain)
+    prods = [_Product([weights.nodes[l] for l in p.group.children], steps, rows, plain) for p in rest]
     node_mask = mask_h if mask_all_nodes else None
     out_norm = norms is not None and norms.out_weight is not None
     out_stats = [norms.out_mean.clone(), norms.out_var.clone()] if out_norm else []
