@@ -9,8 +9,8 @@ product on a 2-core Xeon with the PyPI CPU build (docs/benchmarks.md, "Packed pr
 one product to pack. The results equal the plain product's up to float32 rounding.
 
 Packing applies to float32 CPU tensors on builds with MKL, outside `torch.compile` / `torch.export` / TorchScript
-tracing (the packed layout is an opaque buffer those cannot reason about); everywhere else `Operand` runs the plain product.
-``ENAS_PACKED=0`` in the environment turns packing off (to compare, or to rule it out).
+tracing (the packed layout is an opaque buffer those cannot reason about); everywhere else `Operand` runs the plain
+product. ``ENAS_PACKED=0`` in the environment turns packing off (to compare, or to rule it out).
 """
 
 from __future__ import annotations
