@@ -18,9 +18,9 @@ Speed (CPU, B rows per step; the per-step products are bound by reading the weig
   highway;
 * a group's products run on its weights packed once per forward pass (`enas.packed`: one product per group and
   step, forward and backward; float32 on a CPU with MKL); elsewhere every product reads its right operand as a
-  transposed contiguous matrix (the faster BLAS layout here), one product per node (`_Weights`);
-* each weight's gradient is one (H, T*B) @ (T*B, 2kH) product after the loop (`_WeightGate`) instead of T small
-  products accumulated into an (H, 2H) buffer.
+  transposed contiguous matrix (the faster BLAS layout here), one product per node (`enas.spaces.rnn_products`);
+* each weight's gradient is one (H, T*B) @ (T*B, 2kH) product after the loop instead of T small
+  products accumulated into an (H, 2H) buffer (`enas.spaces.rnn_products`).
 
 The models (`enas.spaces.rnn`) describe their weights through `CellWeights` (views of their parameters) and call
 `run_cell`. The reference: `enas.spaces.rnn_reference.run_cell_reference` computes the same in plain autograd, one
@@ -29,6 +29,7 @@ product per node and step, as the equations read (``model.cell=reference``; test
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -36,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from enas.arch.rnn import ACTIVATIONS, RnnArch
-from enas.packed import Operand, packing_enabled
+from enas.spaces.rnn_products import StepProducts
 
 BN_MOMENTUM = 0.001  # TF moving-average decay 0.999
 BN_EPS = 1.0
@@ -157,153 +158,67 @@ def _update(y: Tensor, carry: Tensor, p: _Packed, training: bool) -> Tensor:
     """[pre_i | gate_i] of k nodes (B, 2kH) and their common carry (B, H) -> new states (B, k, H)."""
     if p.bn is not None:
         y = _batch_norm(y, *p.bn, p.stats, training)
-    batch, hidden, k = carry.shape[0], carry.shape[1], len(p.group.children)
-    y = y.view(batch, k, 2, hidden)
+    if torch.is_grad_enabled() and (y.requires_grad or carry.requires_grad):
+        return _Highway.apply(y, carry, p.group.runs)
+    return _highway(y, carry, p.group.runs)[0]
+
+
+def _highway(y: Tensor, carry: Tensor, runs: tuple[tuple[str, int, int], ...]) -> tuple[Tensor, Tensor, Tensor]:
+    """s_i = carry + c_i * (f_i - carry) for the k nodes of a group at once; returns (s, f, c), each (B, k, H)."""
+    batch, hidden = carry.shape
+    y = y.view(batch, -1, 2, hidden)
     pre, gate = y[:, :, 0], y[:, :, 1]  # (B, k, H) each
-    pieces = []
-    for act, start, stop in p.group.runs:
-        piece = pre if len(p.group.runs) == 1 else pre[:, start:stop]
-        fn = _ACT_FNS[act]
-        pieces.append(piece if fn is None else fn(piece))
-    f = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
-    # highway: carry + c * (f - carry) for all k nodes in one fused op
-    return torch.lerp(carry.unsqueeze(1).expand(batch, k, hidden), f, torch.sigmoid(gate))
+    if len(runs) == 1:
+        fn = _ACT_FNS[runs[0][0]]
+        f = pre.contiguous() if fn is None else fn(pre)
+    else:
+        f = pre.new_empty(pre.shape)
+        for act, start, stop in runs:
+            _ACT_OUT[act](pre[:, start:stop], out=f[:, start:stop])
+    c = torch.sigmoid(gate)
+    return torch.lerp(carry.unsqueeze(1).expand_as(f), f, c), f, c
 
 
-class _Ledger:
-    """The per-step inputs and output gradients of a group's product, so that the weight gradients are one matmul
-    over all steps."""
-
-    def __init__(self, steps: int):
-        self.inputs: list[Tensor | None] = [None] * steps
-        self.grads: list[Tensor | None] = [None] * steps
+def _relu_backward(grad: Tensor, out: Tensor, grad_input: Tensor) -> Tensor:
+    return torch.ops.aten.threshold_backward.grad_input(grad, out, 0, grad_input=grad_input)
 
 
-class _WeightGate(torch.autograd.Function):
-    """Identity on a group's k weights (H, 2H) in the forward pass. Its backward runs after every step that used
-    them (autograd orders it so) and computes their gradients as one (H, T*B) @ (T*B, 2kH) product from the ledger,
-    instead of T small products each accumulated into the (H, 2H) gradients."""
-
-    @staticmethod
-    def forward(ctx, ledger: _Ledger, *ws: Tensor):
-        ctx.ledger = ledger
-        return tuple(w.view_as(w) for w in ws)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, *grads: Tensor | None):
-        ledger = ctx.ledger
-        steps = [t for t, g in enumerate(ledger.grads) if g is not None]
-        out: list[Tensor | None] = list(grads)
-        if steps:
-            x = torch.cat([ledger.inputs[t] for t in steps])  # (T*B, H)
-            g = torch.cat([ledger.grads[t] for t in steps])  # (T*B, 2kH)
-            dw = x.t() @ g  # (H, 2kH)
-            width = dw.shape[1] // len(grads)
-            for i, extra in enumerate(grads):
-                part = dw[:, i * width:(i + 1) * width]
-                out[i] = part if extra is None else part + extra
-        ledger.grads = [None] * len(ledger.grads)  # a second backward (retain_graph) fills them again
-        return (None, *out)
+def _identity_backward(grad: Tensor, out: Tensor, grad_input: Tensor) -> Tensor:
+    return grad_input.copy_(grad)
 
 
-class _Weights:
-    """A group's k weights W_i (H, 2H) for the products of one forward pass: [bias +] inp @ [W_1 | .. | W_k] at
-    every step, and in the backward pass grad @ [W_1 | .. | W_k]^T.
-
-    Where `enas.packed` applies (float32 on a CPU with MKL) both run on copies packed once per forward pass; else
-    every product reads its right operand as a transposed contiguous matrix (the faster BLAS layout here), one
-    product per node (wider plain products run slower at these shapes).
-    """
-
-    def __init__(self, ws: list[Tensor], rows: int):
-        ws = [w.detach() for w in ws]
-        self.ws, self.rows = ws, rows
-        self.packed = packing_enabled(ws[0])
-        if self.packed:
-            self.fwd = Operand(torch.cat([w.t() for w in ws]), rows)  # (2kH, H)
-            self.bwd: Operand | None = None  # packed at the first backward step
-        else:
-            self.w_t = [w.t().contiguous() for w in ws]  # (2H, H) each
-
-    def forward(self, inp: Tensor, bias: Tensor | None) -> Tensor:
-        if self.packed:
-            y = self.fwd(inp)
-            return y if bias is None else y.add_(bias)
-        if len(self.w_t) == 1:
-            return inp @ self.w_t[0].t() if bias is None else torch.addmm(bias, inp, self.w_t[0].t())
-        width = self.w_t[0].shape[0]
-        y = inp.new_empty(inp.shape[0], width * len(self.w_t))  # (B, 2kH)
-        for i, wt in enumerate(self.w_t):
-            torch.mm(inp, wt.t(), out=y[:, i * width:(i + 1) * width])
-        return y if bias is None else y.add_(bias)
-
-    def backward(self, grad: Tensor) -> Tensor:
-        """grad (B, 2kH) -> grad @ [W_1 | .. | W_k]^T (B, H)."""
-        if self.packed:
-            if self.bwd is None:
-                self.bwd = Operand(torch.cat(self.ws, dim=1), self.rows)  # (H, 2kH)
-            return self.bwd(grad)
-        width = self.ws[0].shape[1]
-        grad_x = None
-        for i, w in enumerate(self.ws):
-            g = grad[:, i * width:(i + 1) * width]  # (B, 2H)
-            grad_x = g @ w.t() if grad_x is None else grad_x.addmm_(g, w.t())
-        return grad_x
+# each activation written into a given buffer, and its backward from its output
+_ACT_OUT = {"tanh": torch.tanh, "relu": functools.partial(torch.clamp_min, min=0), "sigmoid": torch.sigmoid,
+            "identity": lambda x, out: out.copy_(x)}
+_ACT_BACKWARD = {"tanh": torch.ops.aten.tanh_backward.grad_input, "relu": _relu_backward,
+                 "sigmoid": torch.ops.aten.sigmoid_backward.grad_input, "identity": _identity_backward}
 
 
-class _StepProduct(torch.autograd.Function):
-    """[bias +] (x * mask) @ [W_1 | .. | W_k] for one time step; the weights' gradients are left to `_WeightGate`.
-
-    ``weights`` computes the products (`_Weights`); ``ws`` are the weights as autograd sees them (the gate's
-    outputs), so that autograd runs the gate's backward after every step's.
-    """
+class _Highway(torch.autograd.Function):
+    """`_highway` with a hand-written backward that writes d[pre | gate] straight into one (B, 2kH) buffer: autograd's
+    own would zero-fill a (B, 2kH) buffer for each of the two views and add them, for every group at every step."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, mask: Tensor | None, bias: Tensor | None, ledger: _Ledger, t: int,
-                weights: _Weights, *ws: Tensor) -> Tensor:
-        inp = x if mask is None else x * mask
-        ledger.inputs[t] = inp
-        ctx.save_for_backward(mask)
-        ctx.ledger, ctx.t, ctx.weights, ctx.num_ws = ledger, t, weights, len(ws)
-        return weights.forward(inp, bias)
+    def forward(ctx, y: Tensor, carry: Tensor, runs: tuple[tuple[str, int, int], ...]) -> Tensor:
+        s, f, c = _highway(y, carry, runs)
+        ctx.save_for_backward(carry, f, c)
+        ctx.runs = runs
+        return s
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
-        (mask,) = ctx.saved_tensors
-        ctx.ledger.grads[ctx.t] = grad
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            grad_x = ctx.weights.backward(grad)
-            if mask is not None:
-                grad_x = grad_x.mul_(mask)
-        grad_bias = grad if ctx.needs_input_grad[2] else None
-        return (grad_x, None, grad_bias, None, None, None, *([None] * ctx.num_ws))
-
-
-class _Product:
-    """[bias +] (x * mask) @ [W_1 | .. | W_k] at each step of one forward pass; W_i: (H, 2H).
-
-    When autograd records, the weight gradients are batched over the steps (`_WeightGate`); ``plain=True`` leaves
-    them to autograd instead (same values, slower; kept to test the batched path).
-    """
-
-    def __init__(self, ws: list[Tensor], steps: int, rows: int, plain: bool = False):
-        records = torch.is_grad_enabled() and any(w.requires_grad for w in ws)
-        self.plain = plain and records
-        self.ledger = _Ledger(steps) if records and not plain else None
-        self.weights = None if self.plain else _Weights(ws, rows)
-        self.ws = list(_WeightGate.apply(self.ledger, *ws)) if self.ledger is not None else ws
-
-    def __call__(self, x: Tensor, mask: Tensor | None, t: int, bias: Tensor | None = None) -> Tensor:
-        if self.ledger is not None:
-            return _StepProduct.apply(x, mask, bias, self.ledger, t, self.weights, *self.ws)
-        inp = x if mask is None else x * mask
-        if not self.plain:  # no gradient recorded
-            return self.weights.forward(inp, bias)
-        w = self.ws[0] if len(self.ws) == 1 else torch.cat(self.ws, dim=1)
-        return inp @ w if bias is None else torch.addmm(bias, inp, w)
+        carry, f, c = ctx.saved_tensors
+        batch, k, hidden = f.shape
+        d_f = grad * c  # (B, k, H)
+        d_carry = (grad - d_f).sum(1) if ctx.needs_input_grad[1] else None  # d/d carry of carry * (1 - c)
+        dy = grad.new_empty(batch, k, 2, hidden)
+        d_pre, d_gate = dy[:, :, 0], dy[:, :, 1]
+        torch.sub(f, carry.unsqueeze(1), out=d_gate).mul_(grad)  # d/dc of c * (f - carry)
+        torch.ops.aten.sigmoid_backward.grad_input(d_gate, c, grad_input=d_gate)
+        for act, start, stop in ctx.runs:
+            _ACT_BACKWARD[act](d_f[:, start:stop], f[:, start:stop], grad_input=d_pre[:, start:stop])
+        return dy.view(batch, 2 * k * hidden), d_carry, None
 
 
 def project_inputs(x: Tensor, w_x: Tensor) -> Tensor:
@@ -325,8 +240,8 @@ def run_cell(plan: CellPlan, weights: CellWeights, xproj: Tensor, hidden: Tensor
     node0, rest = packed[0], packed[1:]
     plain = not batched_weight_grads
     rows = hidden.shape[0]
-    prod0 = _Product([weights.w_h], steps, rows, plain)
-    prods = [_Product([weights.nodes[l] for l in p.group.children], steps, rows, plain) for p in rest]
+    prod0 = StepProducts([weights.w_h], steps, rows, plain)
+    prods = [StepProducts([weights.nodes[l] for l in p.group.children], steps, rows, plain) for p in rest]
     node_mask = mask_h if mask_all_nodes else None
     out_norm = norms is not None and norms.out_weight is not None
     out_stats = [norms.out_mean.clone(), norms.out_var.clone()] if out_norm else []
