@@ -4,12 +4,12 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from enas.packed import Operand, packing_enabled
+from enas.packed import MIN_ELEMENTS, Operand, packing_enabled, worth_packing
 
 needs_mkl = pytest.mark.skipif(not packing_enabled(torch.zeros(1)), reason="no MKL packing on this build")
 
 
-@pytest.mark.parametrize("rows,k,n", [(4, 8, 16), (64, 100, 200), (1, 30, 7)])
+@pytest.mark.parametrize("rows,k,n", [(4, 8, 16), (64, 200, 300), (5, 128, 256), (1, 300, 200)])
 def test_operand_equals_the_plain_product(rows, k, n):
     torch.manual_seed(0)
     m = torch.randn(k, n)
@@ -21,36 +21,46 @@ def test_operand_equals_the_plain_product(rows, k, n):
 
 @needs_mkl
 def test_operand_packs_float32_on_the_cpu_and_runs_the_packed_product():
-    op = Operand(torch.randn(6, 5), 3)
+    op = Operand(torch.randn(256, 128), 3)
     assert op.packed is not None
     with torch.profiler.profile() as prof:
-        op(torch.randn(3, 5))
+        op(torch.randn(3, 128))
     names = {e.name for e in prof.events()}
     assert "mkl::_mkl_linear" in names and "aten::mm" not in names
 
 
 def test_other_row_counts_and_dtypes_fall_back_to_the_plain_product():
     torch.manual_seed(0)
-    m_t = torch.randn(6, 5)
+    m_t = torch.randn(256, 128)
     op = Operand(m_t, 3)
-    x = torch.randn(4, 5)  # not the packed row count
+    x = torch.randn(4, 128)  # not the packed row count
     torch.testing.assert_close(op(x), x @ m_t.t())
     op64 = Operand(m_t.double(), 3)
     assert op64.packed is None
-    x64 = torch.randn(3, 5, dtype=torch.float64)
+    x64 = torch.randn(3, 128, dtype=torch.float64)
     torch.testing.assert_close(op64(x64), x64 @ m_t.double().t())
+
+
+@needs_mkl
+def test_packing_only_where_it_pays():
+    big = torch.zeros(MIN_ELEMENTS // 128, 128)
+    assert worth_packing(big, 64) and Operand(big, 64).packed is not None
+    assert not worth_packing(big, 1)  # a single row: measured slower packed
+    small = torch.zeros(128, 64)  # H = 64: measured slower packed
+    assert not worth_packing(small, 64) and Operand(small, 64).packed is None
 
 
 def test_environment_switch_turns_packing_off(monkeypatch):
     monkeypatch.setenv("ENAS_PACKED", "0")
     assert not packing_enabled(torch.zeros(1))
-    assert Operand(torch.randn(6, 5), 3).packed is None
+    assert Operand(torch.randn(256, 128), 3).packed is None
 
 
 @needs_mkl
 def test_flop_counter_counts_packed_products_like_mm():
-    rows, k, n = 8, 12, 20
+    rows, k, n = 8, 128, 256
     op = Operand(torch.randn(n, k), rows)
+    assert op.packed is not None
     with FlopCounterMode(display=False) as counter:
         op(torch.randn(rows, k))
     assert counter.get_total_flops() == 2 * rows * k * n
@@ -58,6 +68,7 @@ def test_flop_counter_counts_packed_products_like_mm():
 
 @needs_mkl
 def test_tracing_runs_the_plain_product():
-    op = Operand(torch.randn(6, 5), 3)
-    traced = torch.jit.trace(lambda x: op(x), torch.randn(3, 5))
+    op = Operand(torch.randn(256, 128), 3)
+    assert op.packed is not None
+    traced = torch.jit.trace(lambda x: op(x), torch.randn(3, 128))
     assert "mkl" not in str(traced.graph)

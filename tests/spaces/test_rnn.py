@@ -240,7 +240,7 @@ def test_batched_weight_gradients_equal_plain_autograd():
 @pytest.mark.parametrize("training", [True, False])
 def test_packed_products_equal_plain_products(monkeypatch, training):
     """float32 on the CPU: the products on packed weights (`enas.packed`) give the plain products' values and grads."""
-    sp = space(num_nodes=8, dropout_x=0.3, dropout_h=0.3)
+    sp = space(num_nodes=8, dropout_x=0.3, dropout_h=0.3, hidden=128)  # H = 128: large enough to pack
     net = sp.build_supernet(INFO).train(training)
     arch = sp.decode(random_actions(sp, random.Random(3)))
     results = []

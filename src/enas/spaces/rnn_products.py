@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from enas.packed import Operand, packing_enabled
+from enas.packed import Operand, worth_packing
 
 
 class _Ledger:
@@ -66,9 +66,9 @@ class _Weights:
     def __init__(self, ws: list[Tensor], rows: int):
         ws = [w.detach() for w in ws]
         self.ws, self.rows = ws, rows
-        self.packed = packing_enabled(ws[0])
+        self.packed = worth_packing(ws[0], rows)
         if self.packed:
-            self.fwd = Operand(torch.cat([w.t() for w in ws]), rows)  # (2kH, H)
+            self.fwd: Operand | None = Operand(torch.cat([w.t() for w in ws]), rows)  # (2kH, H)
             self.bwd: Operand | None = None  # packed at the first backward step
         else:
             self.w_t = [w.t().contiguous() for w in ws]  # (2H, H) each
@@ -88,7 +88,8 @@ class _Weights:
     def backward(self, grad: Tensor) -> Tensor:
         """grad (B, 2kH) -> grad @ [W_1 | .. | W_k]^T (B, H)."""
         if self.packed:
-            if self.bwd is None:
+            if self.bwd is None:  # the forward pass is over: its packed copy goes
+                self.fwd = None
                 self.bwd = Operand(torch.cat(self.ws, dim=1), self.rows)  # (H, 2kH)
             return self.bwd(grad)
         width = self.ws[0].shape[1]
