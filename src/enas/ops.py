@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from enas.batch_norm import BatchNorm2d, batch_norm
 from enas.graph_ops import pick as pick_by_index
 from enas.graph_ops import select_row
 
@@ -26,7 +27,7 @@ BN_EPS = 1e-5
 
 
 def bn(channels: int, affine: bool = True, track_running_stats: bool = True) -> nn.BatchNorm2d:
-    return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM, affine=affine,
+    return BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM, affine=affine,
                           track_running_stats=track_running_stats)
 
 
@@ -81,7 +82,7 @@ def factorized_halves(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, relu:
 
 def batch_norm_batch_stats(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """BN with the batch's statistics and no running statistics (the micro search's BNs, spec 8.2)."""
-    return F.batch_norm(x, None, None, weight, bias, True, 0.0, BN_EPS)
+    return batch_norm(x, None, None, weight, bias, 0.0, BN_EPS)
 
 
 def channels_last(x: torch.Tensor) -> torch.Tensor:

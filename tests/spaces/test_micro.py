@@ -112,6 +112,26 @@ def test_supernet_equals_child_in_eval_mode(info):
         torch.testing.assert_close(child(x)[0], logits, rtol=1e-5, atol=1e-5)
 
 
+def test_supernet_equals_child_on_the_matrix_product_batch_norm(monkeypatch):
+    """At 32 images of 32x32 the first cells' batch norms take `enas.batch_norm`'s path, in supernet and child."""
+    import enas.batch_norm
+
+    calls = []
+    apply = enas.batch_norm._BatchNorm.apply
+    monkeypatch.setattr(enas.batch_norm._BatchNorm, "apply", lambda *a: calls.append(1) or apply(*a))
+    torch.manual_seed(0)
+    space = tiny()
+    supernet = space.build_supernet(CIFAR).eval()
+    x = images(CIFAR, batch=32)
+    arch = space.decode(random_actions(space, random.Random(2)))
+    child = space.build_child(arch, CIFAR, final=False).eval()
+    child.load_state_dict(space.child_state_from_supernet(supernet, arch))
+    logits = supernet(x, arch)[0]
+    used = len(calls)
+    torch.testing.assert_close(child(x)[0], logits, rtol=1e-4, atol=1e-4)
+    assert used > 0 and len(calls) > used
+
+
 def test_supernet_bn_uses_batch_statistics_in_eval_mode():
     space = tiny(keep_prob=1.0)
     supernet = space.build_supernet(SMALL)
