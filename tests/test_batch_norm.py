@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from enas.batch_norm import BatchNorm2d, applies, batch_norm
 
@@ -20,9 +21,14 @@ def test_applies_only_where_measured_faster():
     assert applies(channels_last(*SHAPE))
     assert not applies(channels_last(*SHAPE).contiguous())  # the contiguous layout: the library is fast there
     assert not applies(channels_last(*SHAPE, dtype=torch.float64))
-    assert not applies(channels_last(8, 40, 64, 64))  # many channels
-    assert not applies(channels_last(2, 20, 64, 64))  # small: 8,192 rows
+    assert applies(channels_last(16, 36, 16, 16)) and applies(channels_last(16, 8, 16, 16))
+    for c in (16, 32, 40, 72, 80):  # channel counts the library's kernel handles well
+        assert not applies(channels_last(16, c, 16, 16)), c
+    assert not applies(channels_last(16, 100, 16, 16))  # the C x C product grows too large
+    assert not applies(channels_last(1, 20, 32, 32))  # small: 1,024 rows
     assert not applies(torch.zeros(8, 20, 64))
+    with FlopCounterMode(display=False):  # FLOP and kernel counts see the library's batch norm
+        assert not applies(channels_last(*SHAPE))
 
 
 @pytest.mark.parametrize("running", [False, True])

@@ -87,3 +87,20 @@ def test_profile_script_groups_the_step_by_kind_of_work():
     assert total > 0 and sum(kinds.values()) == pytest.approx(total)
     assert kinds.get("convolutions", 0) > 0 and kinds.get("batch norm", 0) > 0
     assert module.kind_of("aten::mm") == "matrix products" and module.kind_of("aten::relu") == "elementwise and other"
+
+
+@pytest.mark.parametrize("script,args", [("packed_products.py", ["--size", "small", "--rounds", "1"]),
+                                         ("batch_norm.py", ["--rounds", "1"])])
+def test_side_by_side_scripts_print_their_table(script, args):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from enas.packed import packing_enabled
+
+    if script == "packed_products.py" and not packing_enabled(torch.zeros(1)):
+        pytest.skip("no MKL packing on this build")
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / script
+    out = subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True, timeout=300, check=True)
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| ") and "ms |" in line]
+    assert len(rows) >= 3, out.stdout

@@ -1,13 +1,15 @@
-"""Batch norm with batch statistics for channels-last CPU tensors with few channels, by matrix products.
+"""Batch norm with batch statistics for channels-last CPU tensors, by matrix products, where the library is slow.
 
 The CNN spaces compute in the channels-last layout (`enas.ops.channels_last`). There, the CPU kernel of a training
-batch norm vectorises over the channels, the innermost dimension; with the micro space's 20 channels at 32x32 (or the
-demo's 8 at 28x28) it runs 3-10x slower than in the contiguous layout, and converting the layout costs as much as it
-saves. Viewing the tensor as a (N*H*W, C) matrix instead, every reduction a batch norm needs is a matrix product
-that the BLAS runs at memory speed: the per-channel sums are ``x^T 1``, the sums of squares the diagonal of
-``x^T x`` and, in the backward pass, the sums of ``dy * x`` the diagonal of ``dy^T x``. The rest is one fused
-multiply-add per pass. Measured on a 2-core Xeon (forward + backward, docs/benchmarks.md "Batch norm"): 1.8x faster
-at 128x20x32x32, 2.4x at 64x8x28x28; slower from 40 channels and on small maps, hence the bounds in `applies`.
+batch norm vectorises over the channels, the innermost dimension, and runs 2-3x slower than it could when their
+number is not a multiple of the vector width: the micro space's 20 channels (60 in its stem), the final networks'
+36, the demo's 8 and 24 (measured on a 2-core AVX-512 Xeon; converting the layout costs as much as it saves).
+Viewing the tensor as a (N*H*W, C) matrix instead, every reduction a batch norm needs is a matrix product that the
+BLAS runs at memory speed: the per-channel sums are ``x^T 1``, the sums of squares the diagonal of ``x^T x`` and,
+in the backward pass, the sums of ``dy * x`` the diagonal of ``dy^T x``. The rest is one fused multiply-add per
+pass. Forward + backward, side by side (``python benchmarks/batch_norm.py``; docs/benchmarks.md "Batch norm by
+matrix products"): 2.5x at 128x20x32x32, 2.1x at 128x36x32x32, 3.0x at 64x8x28x28; slower where the library's kernel
+vectorises well (16, 32, 40, 72, 80 channels: 0.5-0.9x) and on small maps, hence the bounds in `applies`.
 
 The variance comes from the sums of squares (E[x^2] - E[x]^2). Where that loses precision (a channel whose mean is
 large against its spread) the library's kernel runs instead: the check costs one read of C values (the tensors are
@@ -21,17 +23,32 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-MAX_CHANNELS = 24  # measured: faster up to 20 channels, slower from 40
-MIN_ROWS = 1 << 15  # N*H*W; below it the fixed costs dominate (measured slower at 64x16x14x14)
+MAX_CHANNELS = 64  # the sums of squares cost 2 C^2 FLOPs per row as one product (C x C, of which C are used)
+MIN_ROWS = 1 << 12  # N*H*W; below it the fixed costs of a few small products dominate
 CONDITION = 1e3  # E[x^2] / (var + eps) above this: the one-pass variance may lose 1e-4 of its value; use the library
 
 
+def _library_is_slow(channels: int) -> bool:
+    """Measured: the library's channels-last kernel is fast for 16, 32, 40, 72 and 80 channels, slow for 8, 20, 24,
+    36 and 60."""
+    return channels % 8 != 0 or (channels % 16 != 0 and channels < 40)
+
+
 def applies(x: Tensor) -> bool:
-    """Whether ``x`` takes the matrix-product path (float32 CPU, channels-last, few channels, large enough)."""
+    """Whether ``x`` takes the matrix-product path: float32 on the CPU, channels-last, a channel count the library
+    handles slowly, large enough; not under compilation, tracing or a dispatch mode."""
     return (x.dim() == 4 and x.device.type == "cpu" and x.dtype == torch.float32
-            and x.shape[1] <= MAX_CHANNELS and x.shape[0] * x.shape[2] * x.shape[3] >= MIN_ROWS
+            and x.shape[1] <= MAX_CHANNELS and _library_is_slow(x.shape[1])
+            and x.shape[0] * x.shape[2] * x.shape[3] >= MIN_ROWS
             and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-            and not torch.compiler.is_compiling() and not torch.jit.is_tracing())
+            and not torch.compiler.is_compiling() and not torch.jit.is_tracing() and not _dispatch_mode())
+
+
+def _dispatch_mode() -> bool:
+    """Whether a dispatch mode watches the operators (`enas bench`'s FLOP and kernel counters): these count the model
+    as a GPU runs it, with the library's batch norm, not this path's products."""
+    stack_depth = getattr(torch._C, "_len_torch_dispatch_stack", None)
+    return bool(stack_depth and stack_depth())
 
 
 class _BatchNorm(torch.autograd.Function):
