@@ -6,7 +6,13 @@ network's (36 channels) and the demo's (8 channels at 28x28, its stem's 24, and 
 The matrix-product path is forced on every shape, also those where `enas.batch_norm.applies` leaves it to the
 library, so that the table shows why the bounds sit where they do.
 
+With ``--step SPACE``, a whole supernet training step (forward + backward + SGD) instead, with the matrix-product
+path on and off in turn on the same arch, in one process (``--size demo``: the demo preset's sizes, Fashion-MNIST's
+28x28 grey images).
+
     python benchmarks/batch_norm.py
+    python benchmarks/batch_norm.py --step micro --rounds 8
+    python benchmarks/batch_norm.py --step macro --size demo
 """
 
 from __future__ import annotations
@@ -18,7 +24,11 @@ import torch
 import torch.nn.functional as F
 
 import enas.batch_norm as ebn
-from enas.bench import _quartiles
+from enas.bench import SIZES, _archs, _quartiles, _space
+from enas.spaces.base import TaskInfo
+
+DEMO = {"micro": dict(channels=8, num_layers=3, batch=64, image=28),  # the demo presets' supernets
+        "macro": dict(channels=16, num_layers=6, batch=64, image=28)}
 
 SHAPES = ((128, 20, 32, 32), (128, 40, 16, 16), (128, 80, 8, 8), (128, 60, 32, 32),  # micro, target sizes
           (144, 36, 32, 32), (144, 72, 16, 16),  # final micro network (36 channels, batch 144)
@@ -33,10 +43,46 @@ def _time(fn, repeat: int = 10) -> float:
     return (time.perf_counter() - start) / repeat
 
 
+def steps(name: str, size: str, rounds: int) -> None:
+    s = DEMO[name] if size == "demo" else SIZES[size][name]
+    in_channels = 1 if size == "demo" else 3
+    space = _space(name, s)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(s["batch"], in_channels, s["image"], s["image"], generator=g)
+    x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (s["batch"],), generator=g)
+    net = space.build_supernet(TaskInfo(in_channels=in_channels, image_size=s["image"], num_classes=10)).train()
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+    archs = _archs(space, 4)
+    limit = ebn.MAX_CHANNELS
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for i in range(rounds + 1):  # round 0 warms up
+        for on in (False, True):
+            ebn.MAX_CHANNELS = limit if on else 0
+            start = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(net(x, arch=archs[i % len(archs)])[0], y).backward()
+            opt.step()
+            if i:
+                times[on].append(time.perf_counter() - start)
+    ebn.MAX_CHANNELS = limit
+    q1, med, q3 = _quartiles([a / b for a, b in zip(times[False], times[True])])
+    print(f"| {name} supernet step, {size} sizes {s} | {sorted(times[False])[rounds // 2]:.3f} s "
+          f"| {sorted(times[True])[rounds // 2]:.3f} s | {med:.3f} ({q1:.3f}-{q3:.3f}) |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--step", choices=("micro", "macro"), help="time a supernet step instead of the norms alone")
+    p.add_argument("--size", default="target", choices=(*SIZES, "demo"))
     args = p.parse_args()
+    if args.step:
+        print(f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+        print("| workload | library | matrix products where they apply | library / with (quartiles) |")
+        print("|---|---|---|---|")
+        steps(args.step, args.size, args.rounds)
+        return
     taken = {shape: ebn.applies(torch.empty(*shape).contiguous(memory_format=torch.channels_last)) for shape in SHAPES}
     ebn.MAX_CHANNELS, ebn.MIN_ROWS = 1 << 30, 0  # force the matrix-product path on every shape
     ebn._library_is_slow = lambda channels: True

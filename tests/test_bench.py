@@ -1,4 +1,6 @@
 import json
+import os
+import re
 
 import pytest
 import torch
@@ -90,7 +92,8 @@ def test_profile_script_groups_the_step_by_kind_of_work():
 
 
 @pytest.mark.parametrize("script,args", [("packed_products.py", ["--size", "small", "--rounds", "1"]),
-                                         ("batch_norm.py", ["--rounds", "1"])])
+                                         ("batch_norm.py", ["--rounds", "1"]),
+                                         ("batch_norm.py", ["--step", "micro", "--size", "small", "--rounds", "2"])])
 def test_side_by_side_scripts_print_their_table(script, args):
     import subprocess
     import sys
@@ -102,5 +105,19 @@ def test_side_by_side_scripts_print_their_table(script, args):
         pytest.skip("no MKL packing on this build")
     path = Path(__file__).resolve().parents[1] / "benchmarks" / script
     out = subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True, timeout=300, check=True)
-    rows = [line for line in out.stdout.splitlines() if line.startswith("| ") and "ms |" in line]
-    assert len(rows) >= 3, out.stdout
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| ") and re.search(r"\d m?s \|", line)]
+    assert len(rows) >= (1 if "--step" in args else 3), out.stdout
+
+
+def test_counts_see_the_model_as_a_gpu_runs_it(monkeypatch):
+    from enas.batch_norm import applies
+    from enas.bench import _as_on_gpu
+    from enas.packed import packing_enabled
+
+    monkeypatch.setenv("ENAS_PACKED", "1")
+    monkeypatch.delenv("ENAS_BN_PRODUCTS", raising=False)
+    x = torch.zeros(8, 20, 32, 32).contiguous(memory_format=torch.channels_last)
+    with _as_on_gpu():
+        assert not packing_enabled(torch.zeros(1)) and not applies(x)
+    assert os.environ["ENAS_PACKED"] == "1" and "ENAS_BN_PRODUCTS" not in os.environ
+    assert applies(x)

@@ -19,6 +19,8 @@ rounding (tests/test_batch_norm.py).
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -36,12 +38,14 @@ def _library_is_slow(channels: int) -> bool:
 
 def applies(x: Tensor) -> bool:
     """Whether ``x`` takes the matrix-product path: float32 on the CPU, channels-last, a channel count the library
-    handles slowly, large enough; not under compilation, tracing or a dispatch mode."""
+    handles slowly, large enough; not under compilation, tracing or a dispatch mode, nor with ``ENAS_BN_PRODUCTS=0``
+    in the environment (to compare, or to rule it out)."""
     return (x.dim() == 4 and x.device.type == "cpu" and x.dtype == torch.float32
             and x.shape[1] <= MAX_CHANNELS and _library_is_slow(x.shape[1])
             and x.shape[0] * x.shape[2] * x.shape[3] >= MIN_ROWS
             and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-            and not torch.compiler.is_compiling() and not torch.jit.is_tracing() and not _dispatch_mode())
+            and not torch.compiler.is_compiling() and not torch.jit.is_tracing() and not _dispatch_mode()
+            and os.environ.get("ENAS_BN_PRODUCTS", "1") != "0")
 
 
 def _dispatch_mode() -> bool:

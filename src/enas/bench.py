@@ -13,15 +13,18 @@ the same kernels for every arch), eager and, with ``compile``, compiled. Then, t
 step (sample + REINFORCE update at the paper's controller settings), an eval forward (what derive and validation
 cost per batch), a final-training step of the child (final layers), the FLOPs of each workload's step
 (`torch.utils.flop_counter`), the aten kernels dispatched per supernet step (forward + backward + optimizer; a
-machine-independent measure of launch overhead) and the peak memory.
+machine-independent measure of launch overhead) and the peak memory. FLOPs, kernels and launches are counted with
+the CPU-only paths off (`enas.packed`, `enas.batch_norm`), as a GPU would run the step.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import resource
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +47,7 @@ SIZES = {
               "micro": dict(channels=8, num_layers=3, batch=8, image=16),
               "macro": dict(channels=8, num_layers=6, batch=8, image=16)},
 }
+CPU_ONLY_PATHS = ("ENAS_PACKED", "ENAS_BN_PRODUCTS")  # environment switches of `enas.packed`, `enas.batch_norm`
 ARCH_SEED = 2018  # the fixed draw of benchmark archs
 FIXED_ARCHS = 4  # archs cycled for the supernet-vs-child ratio
 GRAPH_WORKLOADS = {False: "supernet, graph cell (fresh arch)", True: "supernet, graph cell compiled (fresh arch)"}
@@ -121,15 +125,36 @@ def _flops(forward: Callable[[int], Any], i: int = 0, uncounted: float = 0.0) ->
     plus ``uncounted`` forward FLOPs of kernels it cannot see). The counter's own backward count is not used: its
     formula for the backward of grouped (depthwise) convolutions ignores the groups, which put a micro supernet's
     backward at 8-13x its forward."""
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with torch.no_grad(), _as_on_gpu(), FlopCounterMode(display=False) as counter:
         forward(i)
     return 3.0 * (float(counter.get_total_flops()) + uncounted)
 
 
+@contextlib.contextmanager
+def _as_on_gpu() -> Iterator[None]:
+    """The CPU-only paths off (`enas.packed`, `enas.batch_norm`): counts of FLOPs, kernels and launches describe the
+    model as a GPU runs it, the same on every machine."""
+    saved = {key: os.environ.get(key) for key in CPU_ONLY_PATHS}
+    os.environ.update({key: "0" for key in CPU_ONLY_PATHS})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def _kernels(step: Callable[[int], None], i: int = 0) -> int:
-    with _KernelCount() as counter:
+    with _as_on_gpu(), _KernelCount() as counter:
         step(i)
     return counter.count
+
+
+def _launches(w: Workload, device: torch.device) -> float:
+    with _as_on_gpu():
+        return statistics.fmean(count_launches(lambda i=i: w.step(i), device) for i in range(2))
 
 
 def _quartiles(values: list[float]) -> tuple[float, float, float]:
@@ -262,7 +287,7 @@ def bench_space(name: str, device: torch.device, size: str = "target", warmup: i
     supernets = [w for w in workloads if w.name.startswith("supernet") and "arch k" not in w.name]  # fresh archs
     # launches first: a compiled step once run under a dispatch mode (the FLOP counter below) stays eager
     launch_rows = [_row(name, f"kernel launches per step, {w.name}",
-                        statistics.fmean(count_launches(lambda i=i, w=w: w.step(i), device) for i in range(2)),
+                        _launches(w, device),
                         "launches", note=LAUNCH_NOTE if w is supernets[0] else graph_note("compiled" in w.name, device))
                    for w in supernets]
     flops = {w.name: statistics.fmean(_flops(w.forward, i, w.uncounted_flops)
