@@ -18,6 +18,8 @@ path on and off in turn on the same arch, in one process (``--size demo``: the d
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import time
 
 import torch
@@ -54,21 +56,20 @@ def steps(name: str, size: str, rounds: int) -> None:
     net = space.build_supernet(TaskInfo(in_channels=in_channels, image_size=s["image"], num_classes=10)).train()
     opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
     archs = _archs(space, 4)
-    limit = ebn.MAX_CHANNELS
     times: dict[bool, list[float]] = {True: [], False: []}
     for i in range(rounds + 1):  # round 0 warms up
         for on in (False, True):
-            ebn.MAX_CHANNELS = limit if on else 0
+            os.environ[ebn.SWITCH] = "1" if on else "0"
             start = time.perf_counter()
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(net(x, arch=archs[i % len(archs)])[0], y).backward()
             opt.step()
             if i:
                 times[on].append(time.perf_counter() - start)
-    ebn.MAX_CHANNELS = limit
+    os.environ.pop(ebn.SWITCH)
     q1, med, q3 = _quartiles([a / b for a, b in zip(times[False], times[True])])
-    print(f"| {name} supernet step, {size} sizes {s} | {sorted(times[False])[rounds // 2]:.3f} s "
-          f"| {sorted(times[True])[rounds // 2]:.3f} s | {med:.3f} ({q1:.3f}-{q3:.3f}) |")
+    print(f"| {name} supernet step, {size} sizes {s} | {statistics.median(times[False]):.3f} s "
+          f"| {statistics.median(times[True]):.3f} s | {med:.3f} ({q1:.3f}-{q3:.3f}) |")
 
 
 def main() -> None:
@@ -105,7 +106,7 @@ def main() -> None:
             m.append(_time(ours))
         q1, med, q3 = _quartiles([i / j for i, j in zip(a, m)])
         path = "matrix products" if taken[shape] else "library"
-        lib_ms, ours_ms = sorted(a)[len(a) // 2] * 1e3, sorted(m)[len(m) // 2] * 1e3
+        lib_ms, ours_ms = statistics.median(a) * 1e3, statistics.median(m) * 1e3
         print(f"| {shape} | {path} | {lib_ms:.2f} ms | {ours_ms:.2f} ms | {med:.2f} ({q1:.2f}-{q3:.2f}) |")
 
 

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 
 import torch
 import torch.nn.functional as F
 
 from enas.bench import SIZES, _archs, _quartiles, _space
-from enas.packed import Operand, packing_enabled
+from enas.packed import SWITCH, Operand, packing_enabled
 from enas.spaces.base import TaskInfo
 
 # the recurrent demo preset's sizes (hidden 64, 8 nodes, batch 32, BPTT 35, PTB's 10k words), beside the bench's
@@ -38,7 +39,7 @@ def _time(fn, repeat: int = 1) -> float:
 
 def _report(name: str, plain: list[float], packed: list[float]) -> None:
     q1, med, q3 = _quartiles([a / b for a, b in zip(plain, packed)])
-    print(f"| {name} | {sorted(plain)[len(plain) // 2] * 1e3:.2f} ms | {sorted(packed)[len(packed) // 2] * 1e3:.2f} ms "
+    print(f"| {name} | {statistics.median(plain) * 1e3:.2f} ms | {statistics.median(packed) * 1e3:.2f} ms "
           f"| {med:.3f} ({q1:.3f}-{q3:.3f}) |")
 
 
@@ -77,11 +78,11 @@ def steps(s: dict[str, int], rounds: int) -> None:
     times: dict[str, list[float]] = {"0": [], "1": []}
     for i in range(rounds + 1):  # round 0 warms up
         for flag in ("0", "1"):
-            os.environ["ENAS_PACKED"] = flag
+            os.environ[SWITCH] = flag
             t = _time(lambda: step(archs[i % len(archs)]))  # noqa: B023
             if i:
                 times[flag].append(t)
-    os.environ.pop("ENAS_PACKED")
+    os.environ.pop(SWITCH)
     _report("supernet step (fwd + bwd + SGD)", times["0"], times["1"])
 
 

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+SWITCH = "ENAS_BN_PRODUCTS"  # "0" in the environment turns this path off
 MAX_CHANNELS = 64  # the sums of squares cost 2 C^2 FLOPs per row as one product (C x C, of which C are used)
 MIN_ROWS = 1 << 12  # N*H*W; below it the fixed costs of a few small products dominate
 CONDITION = 1e3  # E[x^2] / (var + eps) above this: the one-pass variance may lose 1e-4 of its value; use the library
@@ -45,7 +46,7 @@ def applies(x: Tensor) -> bool:
             and x.shape[0] * x.shape[2] * x.shape[3] >= MIN_ROWS
             and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
             and not torch.compiler.is_compiling() and not torch.jit.is_tracing() and not _dispatch_mode()
-            and os.environ.get("ENAS_BN_PRODUCTS", "1") != "0")
+            and os.environ.get(SWITCH, "1") != "0")
 
 
 def _dispatch_mode() -> bool:

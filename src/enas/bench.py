@@ -24,9 +24,10 @@ import os
 import resource
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +35,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
+from enas import batch_norm, packed
 from enas.bench_launches import count_launches, graph_note, profile_compiled_kernels
 from enas.bench_models import FourConvCNN, LSTMLanguageModel, PlainCNN
 from enas.environment import resolve_device
@@ -47,7 +49,6 @@ SIZES = {
               "micro": dict(channels=8, num_layers=3, batch=8, image=16),
               "macro": dict(channels=8, num_layers=6, batch=8, image=16)},
 }
-CPU_ONLY_PATHS = ("ENAS_PACKED", "ENAS_BN_PRODUCTS")  # environment switches of `enas.packed`, `enas.batch_norm`
 ARCH_SEED = 2018  # the fixed draw of benchmark archs
 FIXED_ARCHS = 4  # archs cycled for the supernet-vs-child ratio
 GRAPH_WORKLOADS = {False: "supernet, graph cell (fresh arch)", True: "supernet, graph cell compiled (fresh arch)"}
@@ -130,20 +131,10 @@ def _flops(forward: Callable[[int], Any], i: int = 0, uncounted: float = 0.0) ->
     return 3.0 * (float(counter.get_total_flops()) + uncounted)
 
 
-@contextlib.contextmanager
-def _as_on_gpu() -> Iterator[None]:
+def _as_on_gpu() -> contextlib.AbstractContextManager:
     """The CPU-only paths off (`enas.packed`, `enas.batch_norm`): counts of FLOPs, kernels and launches describe the
     model as a GPU runs it, the same on every machine."""
-    saved = {key: os.environ.get(key) for key in CPU_ONLY_PATHS}
-    os.environ.update({key: "0" for key in CPU_ONLY_PATHS})
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    return mock.patch.dict(os.environ, {packed.SWITCH: "0", batch_norm.SWITCH: "0"})
 
 
 def _kernels(step: Callable[[int], None], i: int = 0) -> int:

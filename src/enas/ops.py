@@ -28,7 +28,7 @@ BN_EPS = 1e-5
 
 def bn(channels: int, affine: bool = True, track_running_stats: bool = True) -> nn.BatchNorm2d:
     return BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM, affine=affine,
-                          track_running_stats=track_running_stats)
+                       track_running_stats=track_running_stats)
 
 
 class ReLUConvBN(nn.Module):

@@ -22,6 +22,8 @@ import torch
 from torch import Tensor
 from torch.utils import flop_counter
 
+SWITCH = "ENAS_PACKED"  # "0" in the environment turns packing off
+
 
 @functools.cache
 def _mkl_ops() -> bool:
@@ -51,7 +53,7 @@ _register_flop_formula()
 
 def packing_enabled(t: Tensor) -> bool:
     """Whether products with ``t`` as right operand can run packed here."""
-    return (t.device.type == "cpu" and t.dtype == torch.float32 and os.environ.get("ENAS_PACKED", "1") != "0"
+    return (t.device.type == "cpu" and t.dtype == torch.float32 and os.environ.get(SWITCH, "1") != "0"
             and not torch.compiler.is_compiling() and not torch.jit.is_tracing() and _mkl_ops())
 
 
