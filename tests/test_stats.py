@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from enas.stats import StatsWarning, average_ranks, kendall_tau, spearman_rho
+from enas.stats import StatsWarning, average_ranks, bootstrap_interval, kendall_tau, spearman_rho
 
 
 def test_average_ranks_share_tied_ranks():
@@ -87,3 +87,33 @@ def test_agrees_with_scipy_on_random_data():
             continue
         assert kendall_tau(x, y) == pytest.approx(scipy_stats.kendalltau(x, y).statistic, abs=1e-12), trial
         assert spearman_rho(x, y) == pytest.approx(scipy_stats.spearmanr(x, y).statistic, abs=1e-12), trial
+
+
+# ---- bootstrap interval ------------------------------------------------------------------------------------------
+def test_bootstrap_interval_of_a_perfect_order_is_a_point():
+    x = list(range(12))
+    assert bootstrap_interval(x, [2 * v for v in x], resamples=200) == (1.0, 1.0)
+    assert bootstrap_interval(x, [-v for v in x], resamples=200) == (-1.0, -1.0)
+
+
+def test_bootstrap_interval_brackets_the_estimate_and_is_reproducible():
+    rng = random.Random(3)
+    x = [rng.random() for _ in range(20)]
+    y = [v + rng.gauss(0, 0.3) for v in x]
+    low, high = bootstrap_interval(x, y, resamples=500, seed=1)
+    assert low < kendall_tau(x, y) < high and -1.0 <= low < high <= 1.0
+    assert bootstrap_interval(x, y, resamples=500, seed=1) == (low, high)
+    assert bootstrap_interval(x, y, resamples=500, seed=2) != (low, high)
+    narrow = bootstrap_interval(x, y, level=0.5, resamples=500, seed=1)
+    assert low <= narrow[0] < narrow[1] <= high
+    rho_low, rho_high = bootstrap_interval(x, y, spearman_rho, resamples=300)
+    assert rho_low < spearman_rho(x, y) < rho_high
+
+
+def test_bootstrap_interval_of_undefined_or_bad_input():
+    with pytest.warns(StatsWarning):
+        assert all(math.isnan(v) for v in bootstrap_interval([1, 1, 1], [1, 2, 3]))
+    with pytest.raises(ValueError, match="level"):
+        bootstrap_interval([1, 2], [1, 2], level=1.0)
+    with pytest.raises(ValueError, match="resamples"):
+        bootstrap_interval([1, 2], [1, 2], resamples=0)

@@ -58,6 +58,13 @@ class SearchConfig:
     # which policy samples the archs: "enas" (the LSTM controller trained with REINFORCE) or "random" (uniform
     # archs from `UniformSampler`, no controller phase: random search with weight sharing)
     policy: typing.Literal["enas", "random"] = "enas"
+    # how archs are scored with the shared weights (enas.scoring): "metric" (the paper: accuracy, or reward_c / ppl)
+    # or "loss" (the mean cross-entropy), for the reward and the derive ranking alike
+    score: typing.Literal["metric", "loss"] = "metric"
+    score_batches: int = 1  # validation minibatches one reward averages over (the paper: 1)
+    # the first N epochs train the shared weights under uniformly sampled archs, without a controller phase
+    warmup_epochs: int = 0
+    dedup: bool = False  # derive (and `enas rank`) count archs that are the same network once (Arch.canonical)
 
 
 @dataclass

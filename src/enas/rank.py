@@ -4,7 +4,9 @@ For a finished (or stopped) search run, `rank_run` samples K distinct archs from
 scores each with the shared weights on the whole validation split exactly as `Search.derive` does, trains each one
 from scratch with the run's own ``train`` section (same space, model sizes and task as the search, so the comparison
 is like for like; ``train.epochs`` replaced by E) and takes the final validation score of that training. Both
-scores are the task's ``score`` (higher is better: accuracy for images, ``reward_c / ppl`` for the language model).
+scores are the task's ``score`` (higher is better: accuracy for images, ``reward_c / ppl`` for the language model);
+under ``search.score=loss`` the supernet's is derive's loss-based score instead (images: minus the validation
+cross-entropy; `enas.scoring`). Under ``search.dedup`` the sampled archs are distinct networks (`Arch.canonical`).
 
 Files, all in the search run directory::
 
@@ -29,6 +31,7 @@ from typing import Any, TextIO
 
 import torch
 
+from enas import scoring
 from enas.arch import Arch, arch_from_json, load_arch
 from enas.build import autocast
 from enas.environment import seed_everything
@@ -91,12 +94,12 @@ def rank_run(run_dir: str | Path, archs: int, train_epochs: int, uniform: bool =
     else:
         seed_everything(seed)
         sampler = UniformSampler(search.space) if uniform else search.controller
-        found: dict[str, Arch] = {}
+        found: dict[Any, Arch] = {}
         tries = 0
         with torch.no_grad():
             while len(found) < archs and tries < TRIES_PER_ARCH * archs:
                 arch = sampler.sample().arch
-                found.setdefault(arch.to_fixed_arc(), arch)
+                found.setdefault(scoring.arch_key(arch, cfg.search.dedup), arch)
                 tries += 1
         arch_list = list(found.values())
         if len(arch_list) < archs:
@@ -119,6 +122,8 @@ def rank_run(run_dir: str | Path, archs: int, train_epochs: int, uniform: bool =
     search._reward_mode()
     with autocast(search.cfg, search.device):
         supernet_metrics = [search.task.evaluate(search.supernet, "valid", arch_fn=lambda a=a: a) for a in arch_list]
+    supernet_metrics = [{**m, "score": scoring.candidate_score(search.task, m, cfg.search.score)}
+                        for m in supernet_metrics]
     score_name, score_label = _score_name(cfg), _score_label(cfg)
     del search  # free the supernet (and its data) before the standalone trainings
     if torch.cuda.is_available():
@@ -176,6 +181,8 @@ def rank_run(run_dir: str | Path, archs: int, train_epochs: int, uniform: bool =
 
 # ------------------------------------------------------------------------------------------------------- helpers
 def _score_name(cfg: Any) -> str:
+    if cfg.search.score == "loss" and not text_space(cfg.space):
+        return "supernet: minus the valid cross-entropy; standalone: valid accuracy (higher is better)"
     if text_space(cfg.space):
         return f"valid reward_c / ppl with reward_c = {cfg.task.reward_c:g} (higher is better)"
     return "valid accuracy (higher is better)"

@@ -10,6 +10,10 @@ Each epoch (spec 1.1):
 At the end, `derive` samples candidate archs, scores each on the whole validation split, and writes
 ``candidates.csv`` and the best as ``arch.json`` (with a picture). The test split is never used here.
 
+Options (all off in the paper presets, docs/fidelity.md): ``search.score`` / ``score_batches`` choose how rewards
+and derive scores are computed (`enas.scoring`); ``search.warmup_epochs`` trains the shared weights under uniform
+archs for the first epochs, without a controller phase; ``search.dedup`` counts equivalent candidates once.
+
 Under torchrun every rank runs this loop on its share of each batch (`enas.distributed`, docs/distributed.md): the
 same archs everywhere (checked after every phase), gradients averaged after each backward, BN statistics averaged
 after each shared phase, rewards and metrics global; rank 0 alone writes the run directory.
@@ -17,8 +21,6 @@ after each shared phase, rewards and metrics global; rank 0 alone writes the run
 
 from __future__ import annotations
 
-import csv
-import io
 import statistics
 import time
 from pathlib import Path
@@ -27,6 +29,7 @@ from typing import Any
 import torch
 
 from enas import distributed as dist
+from enas import scoring
 from enas.arch import Arch, save_arch
 from enas.build import autocast, build_space, build_task, explain_out_of_memory
 from enas.config import Config, apply_resume_overrides, dump_yaml
@@ -95,7 +98,9 @@ class Search:
         self.trainer = ReinforceTrainer(self.controller, cfg.controller)
         # Random search with weight sharing: archs come from a uniform sampler (global torch RNG, checkpointed);
         # the controller above is kept for the checkpoint layout but never sampled or trained.
-        self.sampler = UniformSampler(self.space) if cfg.search.policy == "random" else self.controller
+        self.uniform = UniformSampler(self.space)  # also the warm-up's sampler (search.warmup_epochs)
+        self.sampler = self.uniform if cfg.search.policy == "random" else self.controller
+        self._active = self.sampler  # what samples the archs now: the uniform sampler during a warm-up epoch
         self.optimizer = make_sgd(self.supernet.parameters(), cfg.search.optim)
         self.epoch = 0  # completed epochs
         self.seconds = {p: 0.0 for p in PHASES}
@@ -135,7 +140,7 @@ class Search:
     # --- the loop ----------------------------------------------------------------------------------------------
     def sample_arch(self) -> Arch:
         with torch.no_grad():
-            arch = self.sampler.sample().arch
+            arch = self._active.sample().arch
         if self._digest is not None:
             self._digest.add(arch)
         return arch
@@ -153,7 +158,7 @@ class Search:
     def reward(self, arch: Arch) -> float:
         if self._digest is not None:  # distributed: the controller's samples reach the search here
             self._digest.add(arch)
-        return self.task.reward(self._net, self.task.reward_batch(), arch)
+        return scoring.reward(self.task, self._net, arch, self.cfg.search.score, self.cfg.search.score_batches)
 
     def train_shared(self, epoch: int) -> dict[str, float]:
         cfg = self.cfg.search
@@ -175,7 +180,7 @@ class Search:
             if stats_mean.count >= total:
                 break
             with torch.no_grad():
-                sample = self.sampler.sample()
+                sample = self._active.sample()
             arch = sample.arch
             counter.add(sample.actions, sample.skip_rate)
             if self._digest is not None:
@@ -234,12 +239,14 @@ class Search:
         monitor = CollapseMonitor.from_records(self.run_dir.read_metrics(), cfg.epochs)  # early-collapse warnings
         while self.epoch < cfg.epochs:
             e = self.epoch
-            record: dict[str, Any] = {}
+            warmup = e < cfg.warmup_epochs  # uniform archs, no controller phase (resumes by the epoch alone)
+            self._active = self.uniform if warmup else self.sampler
+            record: dict[str, Any] = {"warmup": True} if warmup else {}
             t = time.perf_counter()
             record.update(self.train_shared(e))
             self.seconds["shared"] += time.perf_counter() - t
             t = time.perf_counter()
-            if cfg.policy == "enas" and cfg.controller_every and (e + 1) % cfg.controller_every == 0:
+            if cfg.policy == "enas" and not warmup and cfg.controller_every and (e + 1) % cfg.controller_every == 0:
                 record.update(self.train_controller(e))
             self.seconds["controller"] += time.perf_counter() - t
             t = time.perf_counter()
@@ -262,22 +269,14 @@ class Search:
                 self.progress.line(f"warning: {message}")
             dist.average_buffers(self.supernet)  # distributed: rank 0 saves what every rank holds
             self.run_dir.save_checkpoint(self._state())  # every rank builds the state (the text task gathers)
+        self._active = self.sampler
         return self.derive()
 
-    def _score(self, archs: dict[str, Arch], label: str | None = None) -> list[tuple]:
-        """(score, fixed_arc, arch, metrics) of each arch on the whole validation split, best first."""
+    def _score(self, archs: dict[Any, Arch], label: str | None = None) -> list[tuple]:
+        """(score, fixed_arc, arch, metrics) of each arch on the whole validation split, best first, scored as
+        ``search.score`` says (`enas.scoring`)."""
         self._reward_mode()
-        scored = []
-        if label:
-            self.progress.start(label, len(archs))
-        for i, (key, arch) in enumerate(archs.items()):
-            metrics = self.task.evaluate(self._net, "valid", arch_fn=lambda a=arch: a)
-            scored.append((metrics["score"], key, arch, metrics))
-            if label:
-                self.progress.update(i + 1, {"best": max(s[0] for s in scored)})
-        if label:
-            self.progress.end()
-        return sorted(scored, key=lambda s: -s[0])
+        return scoring.score_archs(self.task, self._net, archs, self.cfg.search.score, self.progress, label)
 
     def _write_arch(self, best: Arch) -> Path | None:
         """arch.json and, with matplotlib, the arch's picture and the curves; returns the picture's path."""
@@ -314,14 +313,14 @@ class Search:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.cfg.seed + 104_729)
             sampler = UniformSampler(self.space)
-            archs: dict[str, Arch] = {}
+            archs: dict[Any, Arch] = {}
             for _ in range(20 * n):
                 arch = sampler.sample().arch
-                archs.setdefault(arch.to_fixed_arc(), arch)
+                archs.setdefault(scoring.arch_key(arch, self.cfg.search.dedup), arch)
                 if len(archs) == n:
                     break
             scored = self._score(archs)
-        self.run_dir.write_text("uniform_candidates.csv", _candidates_csv(scored))
+        self.run_dir.write_text("uniform_candidates.csv", scoring.candidates_csv(scored))
         scores = [s[0] for s in scored]
         ref = {"n": len(scores), "median": statistics.median(scores), "mean": statistics.fmean(scores),
                "best": scores[0], "worst": scores[-1]}
@@ -334,29 +333,31 @@ class Search:
     # --- derive ------------------------------------------------------------------------------------------------
     def derive(self, samples: int | None = None) -> dict[str, Any]:
         """Score ``samples`` distinct sampled archs (plus the argmax one if configured) on the whole validation
-        split; write candidates.csv, arch.json, arch.png and summary.json. Returns the summary."""
+        split; write candidates.csv, arch.json, arch.png and summary.json. Returns the summary. Distinct: by
+        integer notation, or with ``search.dedup`` as networks (`Arch.canonical`; the first sample of each)."""
         samples = self.cfg.search.derive_samples if samples is None else samples
+        dedup = self.cfg.search.dedup
         t = time.perf_counter()
-        candidates: dict[str, Arch] = {}
+        candidates: dict[Any, Arch] = {}
         # a uniform sampler has no most likely arch: under the random policy derive_greedy adds nothing
         greedy = self.cfg.search.derive_greedy and self.cfg.search.policy == "enas"
         if greedy:
             with torch.no_grad():
                 arch = self.controller.sample(greedy=True).arch
-            candidates[arch.to_fixed_arc()] = arch
+            candidates[scoring.arch_key(arch, dedup)] = arch
             if self._digest is not None:
                 self._digest.add(arch)
         tries = 0
         while len(candidates) < samples + int(greedy) and tries < 20 * max(samples, 1):
             arch = self.sample_arch()
-            candidates.setdefault(arch.to_fixed_arc(), arch)
+            candidates.setdefault(scoring.arch_key(arch, dedup), arch)
             tries += 1
         scored = self._score(candidates, "derive")
         reference = self._uniform_reference()
         self._check_archs("derive")
         self.seconds["eval"] += time.perf_counter() - t
         best_score, _, best, best_metrics = scored[0]
-        self.run_dir.write_text("candidates.csv", _candidates_csv(scored))
+        self.run_dir.write_text("candidates.csv", scoring.candidates_csv(scored))
         picture = self._write_arch(best) if dist.is_main() else None  # rank 0 owns the run directory
         self.run_dir.log("derive", epoch=self.epoch, candidates=len(scored), best_score=best_score,
                          fixed_arc=best.to_fixed_arc(),
@@ -382,12 +383,3 @@ class Search:
         self.run_dir.write_json("summary.json", summary)
         return summary
 
-
-def _candidates_csv(scored: list) -> str:
-    buf = io.StringIO()
-    metric_keys = sorted({k for s in scored for k in s[3] if k != "score"})
-    writer = csv.writer(buf)
-    writer.writerow(["rank", "score", *[f"valid_{k}" for k in metric_keys], "fixed_arc"])
-    for rank, (score, key, _arch, metrics) in enumerate(scored, 1):
-        writer.writerow([rank, f"{score:.6g}", *[f"{metrics.get(k, float('nan')):.6g}" for k in metric_keys], key])
-    return buf.getvalue()

@@ -18,6 +18,7 @@ from enas.errors import ConfigError
 SEED_MAX = 2**32 - 1
 SCHEDULES = ("cosine", "decay", "constant")
 REWARD_MODES = ("eval", "train")
+SCORES = ("metric", "loss")  # search.score (enas.scoring)
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -93,6 +94,12 @@ def validate_config(cfg: Config) -> Config:
     _int("search.derive_samples", s.derive_samples, 1)
     if s.reward_mode not in REWARD_MODES:
         raise ConfigError(f"search.reward_mode must be one of {', '.join(REWARD_MODES)}, got {s.reward_mode!r}")
+    if s.score not in SCORES:
+        raise ConfigError(f"search.score must be one of {', '.join(SCORES)}, got {s.score!r}")
+    _int("search.score_batches", s.score_batches, 1)
+    _int("search.warmup_epochs", s.warmup_epochs, 0)
+    if not isinstance(s.dedup, bool):
+        raise ConfigError(f"search.dedup must be true or false, got {s.dedup!r}")
     _int("train.epochs", t.epochs, 1)
     _int("train.eval_every", t.eval_every, 0)
     _int("train.averaging_patience", t.averaging_patience, 0)

@@ -53,6 +53,12 @@ class Arch(ABC):
     def describe(self) -> str:
         """A short multi-line human-readable summary."""
 
+    def canonical(self) -> Any:
+        """A hashable key equal for archs that are the same network when trained on their own (isomorphic cells,
+        the operands of a commutative add in either order): derive and `enas rank` count such archs once when
+        ``search.dedup`` is on. This default, the integer notation, merges nothing; spaces override it."""
+        return self.to_fixed_arc()
+
     def to_json(self) -> dict[str, Any]:
         from enas import registry
 

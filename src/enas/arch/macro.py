@@ -148,6 +148,14 @@ class MacroArch(Arch):
             pos += 1 + k
         return cls(tuple(layers))
 
+    # ---- equivalence --------------------------------------------------------------------------------------
+
+    def canonical(self) -> str:
+        """The integer notation: no two macro archs are the same network. The layers form a chain (layer k always
+        reads layer k - 1), so no renumbering exists; every layer reaches the output; the skips of a layer are
+        concatenated and mixed by a 1x1 convolution, whose input order is already fixed by the bits."""
+        return self.to_fixed_arc()
+
     # ---- human-readable -----------------------------------------------------------------------------------
 
     def describe(self) -> str:

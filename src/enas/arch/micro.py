@@ -15,7 +15,9 @@ The authors' integer notation lists per node ``index_1 op_1 index_2 op_2`` with 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 from enas.arch import Arch, parse_ints, register_arch
@@ -148,6 +150,15 @@ class MicroArch(Arch):
             cells.append(tuple(nodes))
         return cls(normal=cells[0], reduce=cells[1])
 
+    # ---- equivalence -------------------------------------------------------------------------------------------
+    def canonical(self) -> tuple[tuple, tuple]:
+        """Each cell up to the numbering of its nodes and the order of the two operands of each add: the least
+        relabelled form over every order that computes each node after its inputs. Renumbering permutes only the
+        order of the concatenated loose ends, which the next 1x1 convolution absorbs, so archs with the same key
+        are the same network trained on their own (the supernet, whose weights belong to positions, scores them
+        apart). No node is ever unused: a node that no other node reads is a loose end, part of the output."""
+        return _canonical_cell(self.normal), _canonical_cell(self.reduce)
+
     # ---- display -----------------------------------------------------------------------------------------------
     def describe(self) -> str:
         lines = [f"micro architecture: {self.num_nodes} nodes per cell"]
@@ -159,6 +170,44 @@ class MicroArch(Arch):
                 lines.append(f"  n{k + NUM_CELL_INPUTS} = {terms}")
             lines.append(f"  output = concat({', '.join(f'n{i}' for i in loose_ends(cell))})")
         return "\n".join(lines)
+
+
+#: Orders of a cell's nodes tried by `MicroArch.canonical` before it settles for sorting the operands of each add
+#: (which merges fewer equivalent cells, never two different ones); a 5-node cell has at most 120.
+CANONICAL_ORDERS_MAX = 40_320
+
+
+def _node_orders(cell: Cell) -> Iterator[tuple[int, ...]]:
+    """Every order of the nodes of ``cell`` (0-based) that computes each node after the nodes it reads."""
+    n, order, placed = len(cell), [], [False] * len(cell)
+
+    def extend() -> Iterator[tuple[int, ...]]:
+        if len(order) == n:
+            yield tuple(order)
+            return
+        for k in range(n):
+            if not placed[k] and all(i < NUM_CELL_INPUTS or placed[i - NUM_CELL_INPUTS] for i in cell[k].inputs):
+                placed[k] = True
+                order.append(k)
+                yield from extend()
+                order.pop()
+                placed[k] = False
+
+    return extend()
+
+
+def _relabelled(cell: Cell, order: tuple[int, ...]) -> tuple:
+    """``cell`` with its nodes computed in ``order``: per node the sorted (input, op) pairs, inputs renumbered."""
+    index = {i: i for i in range(NUM_CELL_INPUTS)}
+    index.update({k + NUM_CELL_INPUTS: pos + NUM_CELL_INPUTS for pos, k in enumerate(order)})
+    return tuple(tuple(sorted((index[i], op) for i, op in zip(cell[k].inputs, cell[k].ops))) for k in order)
+
+
+def _canonical_cell(cell: Cell) -> tuple:
+    orders = list(islice(_node_orders(cell), CANONICAL_ORDERS_MAX + 1))
+    if len(orders) > CANONICAL_ORDERS_MAX:
+        return _relabelled(cell, tuple(range(len(cell))))
+    return min(_relabelled(cell, order) for order in orders)
 
 
 #: The published CIFAR-10 cells of the authors' final-training script (spec appendix).

@@ -156,6 +156,23 @@ class RnnArch(Arch):
             values += [node.input, codes.index(node.act)]
         return " ".join(str(v) for v in values)
 
+    def canonical(self) -> tuple[str, str]:
+        """The output mode and the cell as a rooted tree up to the order of its nodes: every node after node 0
+        reads one earlier node, so the cell is a tree rooted at node 0, and both outputs (the mean of the leaves,
+        or of nodes 1..) do not depend on how the nodes are numbered. Two cells with the same key are the same
+        network trained on their own (each node has its own weights in either numbering); the supernet scores
+        them apart, since its weights belong to (node, input) positions. No node is ever unused: each node is an
+        output or is read by a later one, whose chain ends at a leaf. The key is the AHU form: activation, then
+        the sorted forms of the node's readers."""
+        readers: list[list[int]] = [[] for _ in self.nodes]
+        for l, node in enumerate(self.nodes[1:], 1):
+            readers[node.input].append(l)  # type: ignore[index]  # nodes after 0 always have an input
+
+        def form(l: int) -> str:
+            return f"{self.nodes[l].act}({','.join(sorted(form(r) for r in readers[l]))})"
+
+        return self.output, form(0)
+
     # ---------------------------------------------------------------------------------------------------------
     def describe(self) -> str:
         outs = self.output_nodes()

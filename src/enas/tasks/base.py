@@ -89,6 +89,16 @@ class Task(ABC):
         """The reward of ``arch`` on one validation minibatch (LM: c / perplexity; images: accuracy).
         The caller chooses the module mode (eval or train) before calling."""
 
+    def batch_loss(self, model: nn.Module, batch: Batch, arch: Any = None) -> float:
+        """The mean cross-entropy of ``arch`` on one reward minibatch (sharded: of the global minibatch), the
+        material of loss-based rewards (``search.score=loss``, `enas.scoring`). The caller chooses the mode."""
+        raise ConfigError(f"the {type(self).__name__} task has no loss-based score; set search.score=metric")
+
+    def score_from_loss(self, loss: float) -> float:
+        """A score (higher is better) that is a decreasing function of a mean cross-entropy: minus the loss here;
+        the language model maps it as its metric does (``reward_c`` / perplexity)."""
+        return -loss
+
     @abstractmethod
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: str, arch_fn: Callable[[], Any] | None = None) -> dict[str, float]:
@@ -124,6 +134,22 @@ class ClassificationTask(Task):
     def _eval_inputs(self, split: str, rows: slice) -> torch.Tensor:
         """The model inputs of ``rows`` of ``split`` (a slice view, no index tensor)."""
         raise NotImplementedError
+
+    @torch.no_grad()
+    def batch_loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], arch: Any = None) -> float:
+        """Mean cross-entropy of ``arch`` (``logits, _ = model(x)``) on one minibatch; sharded, every rank's sum
+        and rows together, so that each rank returns the figure of the global minibatch."""
+        import torch.nn.functional as F
+
+        x, y = batch
+        ce = 0.0
+        if y.numel():
+            logits, _ = model(x, arch=arch)
+            ce = float(F.cross_entropy(logits.float(), y, reduction="sum"))
+        rows = float(y.numel())
+        if self.world > 1:
+            ce, rows = all_reduce_sums({"ce": ce, "rows": rows}).values()
+        return ce / max(rows, 1.0)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: str, arch_fn: Callable[[], Any] | None = None) -> dict[str, float]:

@@ -244,6 +244,21 @@ class LanguageModelTask(Task):
             return self.cfg.reward_c * math.exp(-total["ce"] / total["tokens"])
         return self.cfg.reward_c * math.exp(-_token_ce(logits, y).item())
 
+    @torch.no_grad()
+    def batch_loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], arch: Any = None) -> float:
+        """Mean cross-entropy (nats/token) of ``arch`` on one validation window from ``model.init_hidden``, as
+        `reward` computes it (sharded: of the global window)."""
+        x, y = batch
+        logits, _, _ = model(x, model.init_hidden(x.size(1)), arch=arch)
+        if self.world > 1:
+            total = all_reduce_sums({"ce": _token_ce(logits, y, reduction="sum").item(), "tokens": float(y.numel())})
+            return total["ce"] / total["tokens"]
+        return _token_ce(logits, y).item()
+
+    def score_from_loss(self, loss: float) -> float:
+        """``reward_c`` / perplexity: the reward's and the validation score's own function of the loss."""
+        return self.cfg.reward_c / _ppl(loss)
+
     # ---- evaluation ----------------------------------------------------------------------------------------------
 
     @torch.no_grad()
