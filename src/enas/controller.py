@@ -60,6 +60,11 @@ class ControllerConfig:
     tie_op_embedding: bool = False  # op logits = h @ embedding^T (corrected LM code) instead of a separate matrix
     train_steps: int = 50  # controller updates per search epoch
     num_aggregate: int = 20  # sampled architectures whose gradients are averaged per Adam step
+    # Not in the paper (docs/fidelity.md): keep the elite_size best distinct archs rewarded so far and add
+    # elite_weight * mean(-log pi(elite)) to every update's loss (priority-queue training, Abolafia et al. 2018),
+    # so that a short search returns to its best finds; 0 disables it
+    elite_size: int = 0
+    elite_weight: float = 0.0
 
     def check(self) -> None:
         """Raise `ConfigError` on a value that cannot work."""
@@ -72,6 +77,10 @@ class ControllerConfig:
             "adam_eps": self.adam_eps,
             "init_range": self.init_range,
         }
+        if isinstance(self.elite_size, bool) or not isinstance(self.elite_size, int) or self.elite_size < 0:
+            raise ConfigError(f"controller.elite_size must be a non-negative integer, got {self.elite_size!r}")
+        if not self.elite_weight >= 0:
+            raise ConfigError(f"controller.elite_weight must not be negative, got {self.elite_weight!r}")
         for key, value in positive.items():
             if not value > 0:
                 raise ConfigError(f"controller.{key} must be positive, got {value!r}")

@@ -1,6 +1,10 @@
 """REINFORCE for the controller (spec 3.1, 3.3): moving-average baseline, entropy bonus added to the reward, skip
 penalty added to the loss, gradients averaged over ``num_aggregate`` sampled architectures per Adam step.
 
+With ``elite_size`` K > 0 (not in the paper), the trainer also keeps the K best distinct archs rewarded so far and
+adds ``elite_weight * mean_k(-log pi(elite_k))`` to each update's loss: a maximum-likelihood pull towards the best
+finds (priority-queue training, Abolafia et al. 2018), which the objective of a search, its *best* arch, rewards.
+
 For each sample: ``R = reward + entropy_weight * H`` (H under stop-gradient); the baseline starts at 0 (or, with
 ``baseline_start="first"``, at the first sample's R) and moves first,
 ``b <- b - (1 - decay)(b - R)``, and the advantage uses the moved baseline; the loss is
@@ -43,6 +47,7 @@ class ReinforceTrainer:
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=(b1, b2), eps=cfg.adam_eps)
         self.baseline = 0.0  # moving average of the reward (entropy bonus included), starts at 0 as in the code
         self.step_count = 0  # Adam steps taken
+        self.elite: list[tuple[float, list]] = []  # (reward, actions) of the best distinct archs, best first
         # full policy entropy per decision type over the samples of the current train_epoch (diagnostics only)
         self.decision_entropy = EntropyMeter(controller.decisions)
 
@@ -91,7 +96,11 @@ class ReinforceTrainer:
             advantages += advantage
             baselines += self.baseline
             self.decision_entropy.add(s.logits)
+            self._remember(reward, s.actions)
         mean_loss = torch.stack(losses).mean()  # one backward over all samples: the averaged gradient
+        if self.elite and cfg.elite_weight:
+            elite_nll = -torch.stack([self.controller.score(a).log_prob for _, a in self.elite]).mean()
+            mean_loss = mean_loss + cfg.elite_weight * elite_nll
         if not torch.isfinite(mean_loss):
             raise TrainingDiverged(
                 f"the controller loss is {float(mean_loss)} at controller step {self.step_count + 1}; "
@@ -112,6 +121,16 @@ class ReinforceTrainer:
             "advantage": advantages / n,
             "baseline_mean": baselines / n,
         }
+
+    def _remember(self, reward: float, actions: list) -> None:
+        """Keep ``actions`` among the ``elite_size`` best distinct archs if its reward earns it a place."""
+        k = self.cfg.elite_size
+        if k <= 0 or any(a == actions for _, a in self.elite):
+            return
+        if len(self.elite) < k or reward > self.elite[-1][0]:
+            self.elite.append((reward, actions))
+            self.elite.sort(key=lambda e: -e[0])  # stable: an earlier arch stays ahead of a later equal one
+            del self.elite[k:]
 
     def train_epoch(
         self,
@@ -140,12 +159,14 @@ class ReinforceTrainer:
 
     def state_dict(self) -> dict[str, Any]:
         """Optimiser state, baseline and step counter (the controller's weights are saved by the caller)."""
-        return {"optimizer": self.optimizer.state_dict(), "baseline": self.baseline, "step_count": self.step_count}
+        return {"optimizer": self.optimizer.state_dict(), "baseline": self.baseline, "step_count": self.step_count,
+                "elite": [[r, a] for r, a in self.elite]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.baseline = float(state["baseline"])
         self.step_count = int(state["step_count"])
+        self.elite = [(float(r), list(a)) for r, a in state.get("elite", [])]  # absent in older checkpoints
         for group in self.optimizer.param_groups:  # the current config decides the learning rate and betas
             group["lr"] = self.cfg.lr
             group["betas"] = tuple(float(b) for b in self.cfg.adam_betas)
