@@ -188,3 +188,26 @@ def test_compiled_final_training_equals_eager(space, corpus_dir, npz_path, tmp_p
     assert losses[1] == pytest.approx(losses[0], rel=1e-3)
     again = evaluate_model(tmp_path / "True", device="cpu")
     assert again["ppl" if space == "rnn" else "acc"] == pytest.approx(runs[True][key], rel=1e-4, abs=1e-4)
+
+
+@pytest.mark.parametrize("bounded", [False, True])
+def test_diverged_rnn_training_fails_in_one_line_naming_the_bound(bounded, corpus_dir, tmp_path, monkeypatch):
+    """A non-finite training loss ends the run with `TrainingDiverged`, one line; without the recurrent bound the
+    line names it (`model.final_batch_norm`, docs/results.md)."""
+    from enas.errors import TrainingDiverged
+    from enas.tasks.text import LanguageModelTask
+
+    shared_loss = LanguageModelTask.shared_loss
+
+    def broken(self, model, batch, arch=None):
+        loss, stats = shared_loss(self, model, batch, arch)
+        return loss * float("inf"), stats
+
+    monkeypatch.setattr(LanguageModelTask, "shared_loss", broken)
+    cfg = tiny_rnn_config(corpus_dir, "train")
+    cfg.model.final_batch_norm = bounded
+    with pytest.raises(TrainingDiverged) as info:
+        FinalTraining(cfg, parse_fixed_arc(RNN_ARC, "rnn"), tmp_path / "run", progress=False).run()
+    message = str(info.value)
+    assert "\n" not in message and "final training (epoch 1, step 1)" in message
+    assert ("model.final_batch_norm=true" in message) is not bounded

@@ -50,18 +50,18 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 
 def check_finite(loss: torch.Tensor, where: str | Callable[[], str], run_dir: object = None,
-                 lr_key: str = "search.optim.lr") -> None:
+                 lr_key: str = "search.optim.lr", hint: str = "") -> None:
     """Raise `TrainingDiverged` with a one-line hint when ``loss`` is NaN or infinite. ``where`` may be a callable,
     so that a per-step caller builds its message only when it is needed. The hint depends on whether ``run_dir``
-    holds a checkpoint to resume from."""
+    holds a checkpoint to resume from; ``hint`` (e.g. "; or ...") ends the line with another remedy."""
     if not torch.isfinite(loss).all():
         where = where() if callable(where) else where
         head = f"the loss became {loss.item()} {where}"
         if run_dir is not None and (Path(str(run_dir)) / "checkpoints" / "last.pt").is_file():
             raise TrainingDiverged(f"{head}; the last checkpoint in {run_dir}/checkpoints is intact: resume it with "
-                                   f"a lower learning rate: --resume --out {run_dir} --set {lr_key}=...")
+                                   f"a lower learning rate: --resume --out {run_dir} --set {lr_key}=...{hint}")
         raise TrainingDiverged(f"{head}, before the first checkpoint (nothing to resume): start again with a lower "
-                               f"learning rate (--set {lr_key}=...)")
+                               f"learning rate (--set {lr_key}=...){hint}")
 
 
 def clip_gradients(params: Iterable[nn.Parameter], max_norm: float | None) -> torch.Tensor | None:
@@ -115,8 +115,8 @@ class DivergenceWatch:
     window have run on broken weights, which are dropped with the epoch; the checkpoint is not touched)."""
 
     def __init__(self, where: Callable[[int], str], run_dir: object = None, lr_key: str = "search.optim.lr",
-                 every: int = 32):
-        self.where, self.run_dir, self.lr_key, self.every = where, run_dir, lr_key, every
+                 every: int = 32, hint: str = ""):
+        self.where, self.run_dir, self.lr_key, self.every, self.hint = where, run_dir, lr_key, every, hint
         self.pending: list[torch.Tensor] = []
         self.steps = 0  # steps seen, checked or not
 
@@ -134,4 +134,4 @@ class DivergenceWatch:
         bad = ~torch.isfinite(losses)
         if bad.any():
             i = int(bad.nonzero()[0, 0])
-            check_finite(losses[i], self.where(first + i), self.run_dir, self.lr_key)
+            check_finite(losses[i], self.where(first + i), self.run_dir, self.lr_key, self.hint)

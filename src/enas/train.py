@@ -181,7 +181,7 @@ class FinalTraining:
         total_steps = per_epoch * cfg.epochs
         stats_mean = StatsMean()
         watch = DivergenceWatch(lambda step: f"in final training (epoch {epoch + 1}, step {step})",
-                                self.run_dir.path, lr_key="train.optim.lr")
+                                self.run_dir.path, lr_key="train.optim.lr", hint=_divergence_hint(self.cfg))
         self.progress.start(f"epoch {epoch + 1}/{cfg.epochs}", per_epoch)
         for batch in self.task.train_batches():
             if hasattr(self.model, "drop_path_progress"):
@@ -338,6 +338,13 @@ def evaluate_model(path: str | Path, dataset: str | None = None, device: str = "
     model.to(dev).eval()
     with autocast(cfg, dev):
         return task.evaluate(model, split)
+
+
+def _divergence_hint(cfg: Config) -> str:
+    """A recurrent cell of identity and ReLU nodes has an unbounded recurrence (docs/results.md): name the bound."""
+    if getattr(cfg.model, "final_batch_norm", True):
+        return ""
+    return "; or bound the recurrent state with --set model.final_batch_norm=true"
 
 
 def _line(epoch: int, total: int, r: dict[str, Any]) -> str:

@@ -43,6 +43,9 @@ class RnnSpaceConfig:
     # BN of the averaged output h_t too, as the authors' first code; off by default: with it the shared cell did not
     # train at the paper's learning rate 20 (see docs/fidelity.md)
     batch_norm_output: bool = False
+    # per-node BN in the final model too (not in the authors' finals): it bounds the recurrence of cells whose identity
+    # and ReLU nodes let h_t grow without limit (each node mixes its input with a normalised term); docs/results.md
+    final_batch_norm: bool = False
     init_range: float = 0.04
     dropout_word: float = 0.25  # whole word vectors, one draw per (sequence, word type)
     dropout_emb: float = 0.0  # (B, H) mask on the embeddings
@@ -248,7 +251,8 @@ class RnnSpace(Space):
     def build_child(self, arch: Any, info: TaskInfo, final: bool = True) -> RnnChild:
         if not isinstance(arch, RnnArch):
             raise ArchError(f"the rnn space builds rnn architectures, got space {getattr(arch, 'space', arch)!r}")
-        return RnnChild(arch, self.config, _vocab(info), batch_norm=self.config.batch_norm and not final)
+        batch_norm = self.config.final_batch_norm if final else self.config.batch_norm
+        return RnnChild(arch, self.config, _vocab(info), batch_norm=batch_norm)
 
     def compile_child(self, model: nn.Module) -> nn.Module:
         """The fast cell's batched weight gradients cannot be traced: the child runs the arch-as-data cell with its
