@@ -241,7 +241,10 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(summary, budgets, command, seconds)
     print(text)
     if args.json:
-        args.json.write_text(json.dumps({"summary": summary, "rows": rows, "seconds": seconds}))
+        compact = [{k: v for k, v in r.items() if k not in ("curve", "valid_curve")}
+                   | {"test_at": {b: r["curve"][b - 1] for b in budgets},
+                      "valid_at": {b: r["valid_curve"][b - 1] for b in budgets}} for r in rows]
+        args.json.write_text(json.dumps({"summary": summary, "rows": compact, "seconds": seconds}))
     if args.plot or args.write_docs:
         plot(summary, rows, args.plot or ROOT / "docs" / "oracle.png")
     if args.write_docs:
