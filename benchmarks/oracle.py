@@ -32,9 +32,10 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from docs_block import write_block
+
 ROOT = Path(__file__).resolve().parents[1]
 BUDGETS = (50, 100, 200, 500)
-MARK = ("<!-- oracle -->", "<!-- /oracle -->")
 
 
 def controller_config(variant: str):
@@ -193,15 +194,7 @@ def plot(summary: dict[str, Any], rows: list[dict[str, Any]], path: Path) -> Non
 
 
 def write_docs(text: str) -> None:
-    path = ROOT / "docs" / "results.md"
-    doc = path.read_text()
-    start, end = MARK
-    block = f"{start}\n{text}{end}"
-    if start in doc:
-        doc = doc[: doc.index(start)] + block + doc[doc.index(end) + len(end):]
-    else:
-        doc += f"\n{block}\n"
-    path.write_text(doc)
+    write_block("oracle", text, "### The controller alone, on ground truth (NAS-Bench-Graph)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from docs_block import write_block
 
 from enas.arch import parse_fixed_arc
 from enas.build import build_space
@@ -185,15 +186,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def write_docs(space: str, table: str) -> None:
-    path = Path(__file__).resolve().parents[1] / "docs" / "results.md"
-    text = path.read_text() if path.exists() else "# Results\n"
-    start, end = f"<!-- quality:{space} -->", f"<!-- /quality:{space} -->"
-    block = f"{start}\n{table}\n{end}"
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + f"\n\n### Quality benchmark: {space}\n\n{block}\n"
-    path.write_text(text)
+    write_block(f"quality:{space}", table, f"### Quality benchmark: {space}")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from docs_block import write_block
 
 from enas.arch import Arch, arch_from_json
 from enas.build import autocast, build_space
@@ -244,15 +245,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def write_docs(space: str, table: str) -> None:
-    path = Path(__file__).resolve().parents[1] / "docs" / "results.md"
-    text = path.read_text()
-    start, end = f"<!-- ranking:{space} -->", f"<!-- /ranking:{space} -->"
-    block = f"{start}\n{table}\n{end}"
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + f"\n\n#### Ranking: {space}\n\n{block}\n"
-    path.write_text(text)
+    write_block(f"ranking:{space}", table, f"#### Ranking: {space}")
 
 
 if __name__ == "__main__":
