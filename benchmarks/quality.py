@@ -2,7 +2,9 @@
 
 For one space it runs, all at the `demo` sizes unless told otherwise:
 
-* ENAS: `--seeds` searches with the LSTM controller, each deriving its best arch;
+* ENAS: `--seeds` searches with the LSTM controller at the preset's settings, each deriving its best arch;
+* ENAS with the paper's controller settings (learning rate, logit shaping, baseline, samples per update, entropy
+  weight of the `paper` preset; the same number of controller samples per epoch as the preset): `--paper-controller`;
 * random search with weight sharing: the same searches with `search.policy=random` (only the policy differs);
 * `--random-archs` uniformly sampled archs (no search at all);
 * the paper's published arch at the same sizes (rnn and micro; the published macro network has 24 layers and is
@@ -60,8 +62,17 @@ def _apply(cfg, sets: list[str]) -> None:
         set_key(cfg, key, value)
 
 
-def search(space: str, data: str, policy: str, seed: int, out: Path, args: argparse.Namespace) -> dict[str, Any]:
-    run_dir = out / "search" / f"{policy}-seed-{seed}"
+def paper_controller(space: str, preset_controller: Any) -> Any:
+    """The paper preset's controller settings with the preset's number of controller samples per epoch."""
+    paper = make_config(space, "paper", "search").controller
+    samples = preset_controller.train_steps * preset_controller.num_aggregate
+    paper.train_steps = max(1, samples // paper.num_aggregate)
+    return paper
+
+
+def search(space: str, data: str, policy: str, seed: int, out: Path, args: argparse.Namespace,
+           name: str | None = None) -> dict[str, Any]:
+    run_dir = out / "search" / f"{name or policy}-seed-{seed}"
     summary = _done(run_dir)
     if summary is None:
         resume = (run_dir / "checkpoints" / "last.pt").exists()
@@ -69,6 +80,8 @@ def search(space: str, data: str, policy: str, seed: int, out: Path, args: argpa
         if not resume:
             cfg = make_config(space, args.preset, "search", data)
             cfg.seed, cfg.search.policy = seed, policy
+            if name == "paper-controller":
+                cfg.controller = paper_controller(space, cfg.controller)
             _apply(cfg, args.search_set)
         summary = Search(cfg, run_dir, resume=resume, progress=False).run()
     return summary
@@ -122,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", default="demo")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--random-archs", type=int, default=5)
+    p.add_argument("--paper-controller", action="store_true",
+                   help="also search with the paper preset's controller settings")
     p.add_argument("--train-seed", type=int, default=0, help="seed of every final training (identical budgets)")
     p.add_argument("--search-set", action="append", default=[], metavar="KEY=VALUE", help="override a search key")
     p.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE", help="override a train key")
@@ -135,10 +150,14 @@ def main(argv: list[str] | None = None) -> int:
 
     methods: dict[str, list[tuple[str, str]]] = {}  # method -> [(run name, fixed_arc)]
     search_scores: dict[str, list[float]] = {}
-    for policy, label in (("enas", "ENAS"), ("random", "random search + weight sharing")):
+    searches = [("enas", None, "ENAS")]
+    if args.paper_controller:
+        searches.append(("enas", "paper-controller", "ENAS, paper controller settings"))
+    searches.append(("random", None, "random search + weight sharing"))
+    for policy, name, label in searches:
         for seed in seeds:
-            summary = search(space, data, policy, seed, out, args)
-            methods.setdefault(label, []).append((f"{policy}-seed-{seed}", summary["best"]["fixed_arc"]))
+            summary = search(space, data, policy, seed, out, args, name)
+            methods.setdefault(label, []).append((f"{name or policy}-seed-{seed}", summary["best"]["fixed_arc"]))
             search_scores.setdefault(label, []).append(summary["best"]["score"])
             print(f"[{time.perf_counter() - started:.0f}s] {label} seed {seed}: supernet score "
                   f"{summary['best']['score']:.4g}", flush=True)
@@ -176,13 +195,31 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [f"`{result['command']}` ({result['seconds'] / 60:.0f} min on this machine)", "",
              f"| method | archs | {key} (mean ± std) | each | supernet score of the derived arch |",
              "|---|---|---|---|---|"]
-    for r in result["rows"]:
+    rows = result["rows"]
+    for r in rows:
         each = ", ".join(fmt.format(v) if math.isfinite(v) else "diverged" for v in r[key])
         sup = "" if math.isnan(r["supernet_score_mean"]) else \
             f"{r['supernet_score_mean']:.4g} ± {r['supernet_score_std']:.2g}"
         lines.append(f"| {r['method']} | {r['n']} | {fmt.format(r['mean'])} ± {fmt.format(r['std'])} | {each} | "
                      f"{sup} |")
+    first = rows[0]
+    diffs = [f"{first['method']} minus {r['method']}: {_difference(first[key], r[key], fmt)}" for r in rows[1:]
+             if len(r[key]) > 1]
+    if diffs:
+        lines += ["", "Differences of the means ± their standard error (" + ("lower" if key == "test_ppl" else
+                  "higher") + " is better for the first): " + "; ".join(diffs) + "."]
     return "\n".join(lines)
+
+
+def _difference(a: list[float], b: list[float], fmt: str) -> str:
+    """Difference of two means with the standard error sqrt(s_a^2/n_a + s_b^2/n_b); diverged runs left out."""
+    a = [v for v in a if math.isfinite(v)]
+    b = [v for v in b if math.isfinite(v)]
+    if len(a) < 2 or len(b) < 2:
+        return "n/a"
+    diff = statistics.fmean(a) - statistics.fmean(b)
+    se = math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
+    return f"{fmt.format(diff)} ± {fmt.format(se)} ({diff / se:+.1f} SE)" if se > 0 else f"{fmt.format(diff)}"
 
 
 def write_docs(space: str, table: str) -> None:
