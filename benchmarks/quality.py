@@ -3,8 +3,9 @@
 For one space it runs, all at the `demo` sizes unless told otherwise:
 
 * ENAS: `--seeds` searches with the LSTM controller at the preset's settings, each deriving its best arch;
-* ENAS with the paper's controller settings (learning rate, logit shaping, baseline, samples per update, entropy
-  weight of the `paper` preset; the same number of controller samples per epoch as the preset): `--paper-controller`;
+* ENAS with the paper's settings (`--paper-controller`): the controller of the `paper` preset (learning rate, logit
+  shaping, baseline, samples per update, entropy weight; the preset's number of controller samples per epoch),
+  no warm-up, rewards from one minibatch's metric;
 * random search with weight sharing: the same searches with `search.policy=random` (only the policy differs);
 * `--random-archs` uniformly sampled archs (no search at all);
 * the paper's published arch at the same sizes (rnn and micro; the published macro network has 24 layers and is
@@ -80,9 +81,10 @@ def search(space: str, data: str, policy: str, seed: int, out: Path, args: argpa
         if not resume:
             cfg = make_config(space, args.preset, "search", data)
             cfg.seed, cfg.search.policy = seed, policy
-            if name == "paper-controller":
-                cfg.controller = paper_controller(space, cfg.controller)
             _apply(cfg, args.search_set)
+            if name == "paper-controller":  # the paper's search: its controller, no warm-up, one-batch rewards
+                cfg.controller = paper_controller(space, cfg.controller)
+                cfg.search.warmup_epochs, cfg.search.score, cfg.search.score_batches = 0, "metric", 1
         summary = Search(cfg, run_dir, resume=resume, progress=False).run()
     return summary
 
