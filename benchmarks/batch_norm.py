@@ -1,9 +1,10 @@
-"""The library's training batch norm against `enas.batch_norm`'s matrix-product path, side by side, channels-last.
+"""The library's training batch norm against `enas.kernels.batch_norm`'s matrix-product path, side by side,
+channels-last.
 
 For each shape, forward + backward of both, interleaved over ``--rounds`` rounds. The shapes are the micro space's
 at the speed targets' sizes (20 channels at 32x32, 40 at 16x16, 80 at 8x8, the stem's 60 at 32x32), the final
 network's (36 channels) and the demo's (8 channels at 28x28, its stem's 24, and after); and 16 and 32 channels.
-The matrix-product path is forced on every shape, also those where `enas.batch_norm.applies` leaves it to the
+The matrix-product path is forced on every shape, also those where `enas.kernels.batch_norm.applies` leaves it to the
 library, so that the table shows why the bounds sit where they do.
 
 With ``--step SPACE``, a whole supernet training step (forward + backward + SGD) instead, with the matrix-product
@@ -18,15 +19,15 @@ path on and off in turn on the same arch, in one process (``--size demo``: the d
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
 
-import enas.batch_norm as ebn
-from enas.bench import SIZES, _archs, _quartiles, _space
+import enas.kernels.batch_norm as ebn
+from enas import kernels
+from enas.bench.harness import SIZES, _archs, _quartiles, _space
 from enas.spaces.base import TaskInfo
 
 DEMO = {"micro": dict(channels=8, num_layers=3, batch=64, image=28),  # the demo presets' supernets
@@ -59,14 +60,13 @@ def steps(name: str, size: str, rounds: int) -> None:
     times: dict[bool, list[float]] = {True: [], False: []}
     for i in range(rounds + 1):  # round 0 warms up
         for on in (False, True):
-            os.environ[ebn.SWITCH] = "1" if on else "0"
             start = time.perf_counter()
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(net(x, arch=archs[i % len(archs)])[0], y).backward()
-            opt.step()
+            with kernels.switched(bn_products=on):
+                opt.zero_grad(set_to_none=True)
+                F.cross_entropy(net(x, arch=archs[i % len(archs)])[0], y).backward()
+                opt.step()
             if i:
                 times[on].append(time.perf_counter() - start)
-    os.environ.pop(ebn.SWITCH)
     q1, med, q3 = _quartiles([a / b for a, b in zip(times[False], times[True])])
     print(f"| {name} supernet step, {size} sizes {s} | {statistics.median(times[False]):.3f} s "
           f"| {statistics.median(times[True]):.3f} s | {med:.3f} ({q1:.3f}-{q3:.3f}) |")

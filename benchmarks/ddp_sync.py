@@ -9,7 +9,7 @@ alike; the medians over the rounds are printed by rank 0 as one JSON line per va
 
 * ``ddp-find-unused``: DistributedDataParallel(find_unused_parameters=True), the only DDP setting that accepts a
   path that changes every step (``static_graph=True`` and ``find_unused_parameters=False`` fail at the 2nd step);
-* ``allreduce``: `enas.distributed.average_gradients` (one coalesced all-reduce of the gradients that exist);
+* ``allreduce``: `enas.runs.distributed.average_gradients` (one coalesced all-reduce of the gradients that exist);
 * ``local``: no averaging at all (the compute alone, the floor of both).
 
 Child variants: ``ddp`` (find_unused_parameters=False: every parameter is used), ``ddp-find-unused``,
@@ -29,10 +29,10 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from enas import distributed
-from enas.controller import UniformSampler
 from enas.presets import make_config
 from enas.registry import get
+from enas.runs import distributed
+from enas.search.controller import UniformSampler
 from enas.spaces.base import TaskInfo
 
 

@@ -39,10 +39,10 @@ import numpy as np
 import torch
 
 from enas.build import autocast, build_space, uses_bf16
-from enas.controller import UniformSampler
 from enas.presets import make_config
-from enas.search import Search
-from enas.train import FinalTraining
+from enas.search.controller import UniformSampler
+from enas.search.loop import Search
+from enas.train.final import FinalTraining
 
 SPACES = ("micro", "macro", "rnn")
 # paper-size data: CIFAR-10 (50k train incl. 5k validation, 10k test) and PTB token counts
@@ -157,7 +157,7 @@ def check_search(space: str, data: dict[str, Path], out: Path, size: str, device
 
 
 def check_final(space: str, data: dict[str, Path], out: Path, size: str, device: str, steps: int) -> dict[str, Any]:
-    from enas.optim import sgd_step
+    from enas.train.optim import sgd_step
 
     cfg = _config(space, "train", data, size, device)
     if size == "smoke" and space != "rnn":

@@ -1,6 +1,6 @@
-"""What packing the recurrent cell's weights buys (`enas.packed`), measured side by side in one process.
+"""What packing the recurrent cell's weights buys (`enas.kernels.packed`), measured side by side in one process.
 
-Two interleaved comparisons, plain (``ENAS_PACKED=0``) against packed, each round timing both in turn so that the
+Two interleaved comparisons, plain (``kernels.packed=false``) against packed, each round timing both in turn so that the
 drift of a shared machine falls on both sides of the ratio:
 
 * one per-step product (B, H) @ (H, 2kH) at the recurrent target sizes, for k = 1 and k = 3 nodes in a group
@@ -14,15 +14,15 @@ drift of a shared machine falls on both sides of the ratio:
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
 
-from enas.bench import SIZES, _archs, _quartiles, _space
-from enas.packed import SWITCH, Operand, packing_enabled
+from enas import kernels
+from enas.bench.harness import SIZES, _archs, _quartiles, _space
+from enas.kernels.packed import Operand, packing_enabled
 from enas.spaces.base import TaskInfo
 
 # the recurrent demo preset's sizes (hidden 64, 8 nodes, batch 32, BPTT 35, PTB's 10k words), beside the bench's
@@ -78,11 +78,10 @@ def steps(s: dict[str, int], rounds: int) -> None:
     times: dict[str, list[float]] = {"0": [], "1": []}
     for i in range(rounds + 1):  # round 0 warms up
         for flag in ("0", "1"):
-            os.environ[SWITCH] = flag
-            t = _time(lambda: step(archs[i % len(archs)]))  # noqa: B023
+            with kernels.switched(packed=flag == "1"):
+                t = _time(lambda: step(archs[i % len(archs)]))  # noqa: B023
             if i:
                 times[flag].append(t)
-    os.environ.pop(SWITCH)
     _report("supernet step (fwd + bwd + SGD)", times["0"], times["1"])
 
 
@@ -92,7 +91,7 @@ def main() -> None:
     p.add_argument("--size", default="target", choices=tuple(SIZES_HERE))
     args = p.parse_args()
     if not packing_enabled(torch.zeros(1)):
-        raise SystemExit("packing does not apply on this build (no MKL, or ENAS_PACKED=0): nothing to compare")
+        raise SystemExit("packing does not apply on this build (no MKL, or kernels.packed=false): nothing to compare")
     s = SIZES_HERE[args.size]
     print(f"rnn sizes {args.size}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     print("| workload | plain (median) | packed (median) | plain / packed per round (quartiles) |\n|---|---|---|---|")

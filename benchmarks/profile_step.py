@@ -1,6 +1,7 @@
 """Where a supernet step spends its time: the aten operators of one training step, by self time.
 
-Builds the supernet of a space at the sizes of the speed targets (`enas.bench.SIZES`), runs a few warm-up steps on
+Builds the supernet of a space at the sizes of the speed targets (`enas.bench.harness.SIZES`), runs a few warm-up
+steps on
 the benchmark's fixed archs, then profiles ``--steps`` steps (forward + backward + SGD update, a fresh arch each)
 and prints the operators that take the most self CPU time, grouped so that a reader sees which kind of work
 dominates (matrix products, convolutions, batch norm, elementwise, ...).
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-from enas.bench import SIZES, _archs, _space
+from enas.bench.harness import SIZES, _archs, _space
 from enas.spaces.base import TaskInfo
 
 # operator name fragments -> kind of work, first match wins

@@ -38,11 +38,11 @@ from docs_block import write_block
 from enas.arch import parse_fixed_arc
 from enas.build import build_space
 from enas.config import set_key
-from enas.controller import UniformSampler
 from enas.errors import TrainingDiverged
 from enas.presets import make_config
-from enas.search import Search
-from enas.train import FinalTraining
+from enas.search.controller import UniformSampler
+from enas.search.loop import Search
+from enas.train.final import FinalTraining
 
 PUBLISHED = {  # the authors' published archs, in their integer notation
     "rnn": "0 0 0 1 1 2 1 2 0 2 0 5 1 1 0 6 1 8 1 8 1 8 1",
@@ -85,7 +85,8 @@ def search(space: str, data: str, policy: str, seed: int, out: Path, args: argpa
             if name == "paper-controller":  # the paper's search: its controller, no warm-up, one-batch rewards
                 cfg.controller = paper_controller(space, cfg.controller)
                 cfg.search.warmup_epochs, cfg.search.score, cfg.search.score_batches = 0, "metric", 1
-        summary = Search(cfg, run_dir, resume=resume, progress=False).run()
+        run = Search.resume(run_dir, progress=False) if resume else Search(cfg, run_dir, progress=False)
+        summary = run.run()
     return summary
 
 
@@ -101,7 +102,9 @@ def train(space: str, data: str, fixed_arc: str, name: str, out: Path, args: arg
             _apply(cfg, args.train_set)
         arch = parse_fixed_arc(fixed_arc, space)
         try:
-            summary = FinalTraining(cfg, arch, run_dir, resume=resume, progress=False).run()
+            run = FinalTraining.resume(run_dir, progress=False) if resume else FinalTraining(cfg, arch, run_dir,
+                                                                                              progress=False)
+            summary = run.run()
         except TrainingDiverged as e:  # a finding about this arch at this budget, not the end of the benchmark
             summary = {"diverged": str(e)}
             run_dir.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ For one space, at the `demo` sizes:
 3. per variant (``--variants``, see `VARIANTS`): one demo search with that variant's options, then the K archs
    scored with its shared weights on the whole validation split, both by the task metric and by the loss;
 4. Kendall's tau between each supernet ranking and the standalone one, with a 95 % percentile bootstrap interval
-   over the K archs (`enas.stats.bootstrap_interval`), written to ``ranking.json`` and a markdown table.
+   over the K archs (`enas.search.stats.bootstrap_interval`), written to ``ranking.json`` and a markdown table.
 
 Every step writes ordinary run directories under ``--out``; rerunning the same command skips what is finished.
 
@@ -37,13 +37,13 @@ from docs_block import write_block
 from enas.arch import Arch, arch_from_json
 from enas.build import autocast, build_space
 from enas.config import parse_set, set_key
-from enas.controller import UniformSampler
 from enas.errors import TrainingDiverged
 from enas.presets import make_config
-from enas.scoring import candidate_score
-from enas.search import Search
-from enas.stats import bootstrap_interval, kendall_tau, spearman_rho
-from enas.train import FinalTraining
+from enas.search.controller import UniformSampler
+from enas.search.loop import Search
+from enas.search.scoring import candidate_score
+from enas.search.stats import bootstrap_interval, kendall_tau, spearman_rho
+from enas.train.final import FinalTraining
 
 DEFAULT_DATA = {"rnn": "ptb", "macro": "fashion-mnist", "micro": "fashion-mnist"}
 # search options of each variant; "before" is the demo preset as is
@@ -116,8 +116,9 @@ def standalone(args: argparse.Namespace, out: Path, archs: list[Arch]) -> list[d
             t = time.perf_counter()
             resume = (d / "checkpoints" / "last.pt").exists()
             try:
-                FinalTraining(None if resume else copy.deepcopy(cfg), None if resume else arch, d, resume=resume,
-                              progress=False).run()
+                run = (FinalTraining.resume(d, progress=False) if resume
+                       else FinalTraining(copy.deepcopy(cfg), arch, d, progress=False))
+                run.run()
             except TrainingDiverged as e:
                 (d / "summary.json").write_text(json.dumps({"diverged": str(e)}))
             print(f"standalone arch {i}: {time.perf_counter() - t:.0f} s", flush=True)
@@ -129,13 +130,13 @@ def standalone(args: argparse.Namespace, out: Path, archs: list[Arch]) -> list[d
 def search(args: argparse.Namespace, out: Path, variant: str) -> Path:
     d = out / f"search-{variant}"
     if not (d / "summary.json").exists():
-        resume = (d / "checkpoints" / "last.pt").exists()
-        cfg = None
-        if not resume:
+        if (d / "checkpoints" / "last.pt").exists():
+            Search.resume(d, progress=False).run()
+        else:
             cfg = base_config(args)
             _apply(cfg, VARIANTS[variant], args.warmup)
             cfg.search.derive_samples, cfg.search.derive_uniform = 1, 0  # the K archs are scored below
-        Search(cfg, d, resume=resume, progress=False).run()
+            Search(cfg, d, progress=False).run()
     return d
 
 
@@ -145,7 +146,7 @@ def supernet_scores(run_dir: Path, archs: list[Arch]) -> list[dict[str, float]]:
     path = run_dir / "ranking_scores.json"
     if path.exists():
         return json.loads(path.read_text())
-    s = Search(None, run_dir, resume=True, progress=False)
+    s = Search.resume(run_dir, progress=False)
     s._reward_mode()
     rows = []
     with autocast(s.cfg, s.device):

@@ -1,4 +1,4 @@
-"""Throughput ratios of the supernets (see `enas.bench`), written to benchmarks/results/throughput-DEVICE.json.
+"""Throughput ratios of the supernets (see `enas.bench.harness`), written to benchmarks/results/throughput-DEVICE.json.
 
     python benchmarks/throughput.py                 # all spaces at the target sizes, default device
     python benchmarks/throughput.py --device cuda --steps 20
@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from enas.bench import run_benchmarks
+from enas.bench.harness import run_benchmarks
 
 
 def main() -> None:

@@ -21,9 +21,9 @@ from torch import nn
 
 from enas.arch import Arch, parse_ints
 from enas.config import Config, OptimConfig, SearchConfig, TrainConfig
-from enas.controller import ControllerConfig
 from enas.errors import ArchError
 from enas.registry import SpaceEntry
+from enas.search.controller import ControllerConfig
 from enas.spaces.base import Decision, Space, TaskInfo
 from enas.tasks.images import ImageTaskConfig
 

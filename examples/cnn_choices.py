@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from torch import nn
 
 from enas.config import Config, OptimConfig, SearchConfig, TrainConfig
-from enas.controller import ControllerConfig
 from enas.nn import InputChoice, OpChoice, choice_space
+from enas.search.controller import ControllerConfig
 from enas.tasks.images import ImageTaskConfig
 
 

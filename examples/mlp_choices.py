@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from enas.config import Config, OptimConfig, SearchConfig, TrainConfig
-from enas.controller import ControllerConfig
 from enas.nn import InputChoice, OpChoice, ValueChoice, choice_space
+from enas.search.controller import ControllerConfig
 from enas.tasks.tabular import TabularTaskConfig
 
 WIDTHS = (16, 32, 64)

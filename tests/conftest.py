@@ -87,7 +87,7 @@ def tiny_image_config(space, npz_path, command="search"):
 def interrupted_after_checkpoint(monkeypatch):
     """``with interrupted_after_checkpoint(): run()`` stops the run with KeyboardInterrupt right after its first
     checkpoint is written (a real interruption) and expects that interruption."""
-    from enas.runs import RunDir
+    from enas.runs.rundir import RunDir
 
     original = RunDir.save_checkpoint
 

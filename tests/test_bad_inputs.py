@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from enas.cli import main
+from enas.cli.main import main
 
 RNN_TINY = ["--preset", "demo", "--device", "cpu", "--set", "task.max_tokens=null", "--set", "model.hidden=16",
             "--set", "model.num_nodes=4", "--set", "task.batch_size=4", "--set", "task.bptt=8",

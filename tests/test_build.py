@@ -8,7 +8,7 @@ import torch
 from enas.build import autocast, uses_bf16
 from enas.errors import ConfigError
 from enas.presets import make_config
-from enas.search import Search
+from enas.search.loop import Search
 from enas.validate import validate_config
 from tests.conftest import conv_output_dtypes, tiny_image_config
 

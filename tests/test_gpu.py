@@ -4,7 +4,7 @@ lives on the GPU while the controller stays on the CPU."""
 import pytest
 import torch
 
-from enas.controller import UniformSampler
+from enas.search.controller import UniformSampler
 from enas.spaces.base import TaskInfo
 from tests.conftest import conv_output_dtypes, tiny_image_config, tiny_rnn_config
 
@@ -12,9 +12,9 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 
 def _spaces():
-    from enas.spaces.macro import MacroSpace, MacroSpaceConfig
-    from enas.spaces.micro import MicroSpace, MicroSpaceConfig
-    from enas.spaces.rnn import RnnSpace, RnnSpaceConfig
+    from enas.spaces.macro.space import MacroSpace, MacroSpaceConfig
+    from enas.spaces.micro.space import MicroSpace, MicroSpaceConfig
+    from enas.spaces.rnn.space import RnnSpace, RnnSpaceConfig
 
     return {
         "rnn": (RnnSpace(RnnSpaceConfig(hidden=32, num_nodes=5)), TaskInfo(vocab_size=50)),
@@ -46,18 +46,18 @@ def test_supernet_equals_child_on_cuda(name):
 
 @pytest.mark.parametrize("space", ["rnn", "micro"])
 def test_tiny_search_on_cuda(space, corpus_dir, npz_path, tmp_path):
-    from enas.search import Search
+    from enas.search.loop import Search
 
     cfg = tiny_rnn_config(corpus_dir) if space == "rnn" else tiny_image_config(space, npz_path)
     cfg.device = "cuda"
     summary = Search(cfg, tmp_path / "run", progress=False).run()
     assert summary["best"]["score"] > 0
-    resumed = Search(None, tmp_path / "run", resume=True, progress=False)
+    resumed = Search.resume(tmp_path / "run", progress=False)
     assert next(resumed.supernet.parameters()).is_cuda
 
 
 def test_cnn_search_on_cuda_runs_in_bf16_by_default(npz_path, tmp_path):
-    from enas.search import Search
+    from enas.search.loop import Search
 
     cfg = tiny_image_config("macro", npz_path)
     cfg.device = "cuda"

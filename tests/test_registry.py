@@ -12,7 +12,7 @@ import pytest
 
 from enas import registry
 from enas.arch import arch_class, arch_from_json
-from enas.cli import main
+from enas.cli.main import main
 from enas.errors import ArchError, ConfigError
 from enas.presets import make_config
 
@@ -109,7 +109,7 @@ def test_a_user_space_in_one_file_is_searched_shown_trained_and_resumed_from_the
     # and its trained child exports like a paper space's (enas export), with the same outputs
     import torch
 
-    from enas.export import export_model, load_child
+    from enas.export.model import export_model, load_child
 
     path = export_model(train, "torch-export", data=False)
     child, raw, _, _ = load_child(train)
@@ -123,7 +123,7 @@ def test_the_user_space_supernet_equals_its_child_with_the_same_weights():
     import torch
 
     from enas.build import build_space
-    from enas.controller import UniformSampler
+    from enas.search.controller import UniformSampler
     from enas.spaces.base import TaskInfo
 
     cfg = make_config(f"{CHAIN}:SPACE", "demo", "search", "fashion-mnist")

@@ -16,11 +16,13 @@ from typing import Any
 # Names are imported on first use, so that `enas --help` and `import enas.arch` stay fast.
 _EXPORTS = {
     "Arch": "enas.arch", "load_arch": "enas.arch", "parse_fixed_arc": "enas.arch", "save_arch": "enas.arch",
-    "Controller": "enas.controller", "ControllerConfig": "enas.controller", "UniformSampler": "enas.controller",
+    "Controller": "enas.search.controller", "ControllerConfig": "enas.search.controller",
+    "UniformSampler": "enas.search.controller",
     "ArchError": "enas.errors", "ConfigError": "enas.errors", "DataError": "enas.errors",
     "TrainingDiverged": "enas.errors", "UserError": "enas.errors",
-    "make_config": "enas.presets", "ReinforceTrainer": "enas.reinforce", "Search": "enas.search",
-    "FinalTraining": "enas.train", "evaluate_model": "enas.train", "draw_arch": "enas.viz", "plot_curves": "enas.viz",
+    "make_config": "enas.presets", "ReinforceTrainer": "enas.search.reinforce", "Search": "enas.search.loop",
+    "FinalTraining": "enas.train.final", "evaluate_model": "enas.train.final", "draw_arch": "enas.viz.arch",
+    "plot_curves": "enas.viz.arch",
 }
 
 

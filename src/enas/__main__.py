@@ -2,6 +2,6 @@
 
 import sys
 
-from enas.cli import main
+from enas.cli.main import main
 
 sys.exit(main())

@@ -8,33 +8,33 @@ from collections.abc import Iterator
 
 import torch
 
-from enas import registry
+from enas import kernels, registry
 from enas.config import Config
 from enas.errors import UserError
 from enas.spaces.base import Space
 from enas.tasks.base import Task
+from enas.tasks.images import ImageClassificationTask
+from enas.tasks.tabular import TabularClassificationTask
+from enas.tasks.text import LanguageModelTask
 
 
 def build_space(cfg: Config) -> Space:
-    """The `Space` of ``cfg.space`` (any registered space; `enas.registry`) over ``cfg.model``."""
+    """The `Space` of ``cfg.space`` (any registered space; `enas.registry`) over ``cfg.model``; applies the run's
+    kernel switches (``cfg.kernels``) for this process."""
+    kernels.configure(cfg.kernels)
     return registry.get(cfg.space, cfg.space_source).build(cfg.model)
+
+
+#: The task class of each task kind a space entry names (`enas.registry.TASKS`).
+TASKS: dict[str, type[Task]] = {"text": LanguageModelTask, "images": ImageClassificationTask,
+                                "tabular": TabularClassificationTask}
 
 
 def build_task(cfg: Config, device: torch.device, seed: int | None = None) -> Task:
     seed = cfg.seed if seed is None else seed
     kind = registry.get(cfg.space, cfg.space_source).task
-    if kind == "text":
-        from enas.tasks.text import LanguageModelTask
-
-        return LanguageModelTask(cfg.task, device=device, seed=seed)
-    if kind == "tabular":
-        from enas.tasks.tabular import TabularClassificationTask
-
-        return TabularClassificationTask(dataclasses.replace(cfg.task, dataset=cfg.dataset), device=device, seed=seed)
-    from enas.tasks.images import ImageClassificationTask
-
-    task_cfg = dataclasses.replace(cfg.task, dataset=cfg.dataset)
-    return ImageClassificationTask(task_cfg, device=device, seed=seed)
+    task_cfg = cfg.task if kind == "text" else dataclasses.replace(cfg.task, dataset=cfg.dataset)
+    return TASKS[kind](task_cfg, device=device, seed=seed)
 
 
 def autocast(cfg: Config, device: torch.device) -> contextlib.AbstractContextManager:

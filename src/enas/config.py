@@ -19,8 +19,10 @@ from typing import Any
 
 import yaml
 
-from enas.controller import ControllerConfig
 from enas.errors import ConfigError
+from enas.kernels import KernelsConfig
+from enas.kernels.compiled import OLD_CELL_NAMES
+from enas.search.controller import ControllerConfig
 
 
 @dataclass
@@ -58,7 +60,8 @@ class SearchConfig:
     # which policy samples the archs: "enas" (the LSTM controller trained with REINFORCE) or "random" (uniform
     # archs from `UniformSampler`, no controller phase: random search with weight sharing)
     policy: typing.Literal["enas", "random"] = "enas"
-    # how archs are scored with the shared weights (enas.scoring): "metric" (the paper: accuracy, or reward_c / ppl)
+    # how archs are scored with the shared weights (enas.search.scoring): "metric" (the paper: accuracy, or reward_c /
+    # ppl)
     # or "loss" (the mean cross-entropy), for the reward and the derive ranking alike
     score: typing.Literal["metric", "loss"] = "metric"
     score_batches: int = 1  # validation minibatches one reward averages over (the paper: 1)
@@ -93,19 +96,20 @@ class Config:
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    kernels: KernelsConfig = field(default_factory=KernelsConfig)  # CPU fast paths (enas.kernels)
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_plain(self)
+        return to_plain(self)
 
 
-def _to_plain(obj: Any) -> Any:
+def to_plain(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         # vars(), not fields(): a dataclass unpickled from an older version keeps the attributes it was saved with
-        return {k: _to_plain(v) for k, v in vars(obj).items() if not k.startswith("_")}
+        return {k: to_plain(v) for k, v in vars(obj).items() if not k.startswith("_")}
     if isinstance(obj, (list, tuple)):
-        return [_to_plain(v) for v in obj]
+        return [to_plain(v) for v in obj]
     if isinstance(obj, dict):
-        return {k: _to_plain(v) for k, v in obj.items()}
+        return {k: to_plain(v) for k, v in obj.items()}
     return obj
 
 
@@ -233,6 +237,8 @@ def migrate_dict(values: dict[str, Any], template: Any) -> tuple[dict[str, Any],
     for old, new in RENAMED.items():
         if old in flat and new not in flat:
             flat[new] = flat.pop(old)
+    if flat.get("model.cell") in OLD_CELL_NAMES:
+        flat["model.cell"] = OLD_CELL_NAMES[flat["model.cell"]]
     dropped = sorted(k for k in flat if k not in known)
     nested: dict[str, Any] = {}
     for key, value in flat.items():
@@ -252,6 +258,7 @@ RESUMABLE = (
     "search.log_archs", "search.derive_samples", "search.derive_greedy", "search.derive_uniform", "search.optim.",
     "train.epochs", "train.eval_every", "train.checkpoint_every", "train.optim.", "train.compile",
     "controller.lr", "controller.entropy_weight", "controller.train_steps", "model.cell", "model.compile_cell",
+    "kernels.",
 )
 
 

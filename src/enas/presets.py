@@ -8,16 +8,28 @@ below are already converted (spec 8.6 item 2).
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from enas import registry
-from enas.config import Config, OptimConfig, SearchConfig, TrainConfig, apply_dict, flatten, flatten_dict, migrate_dict
-from enas.controller import ControllerConfig
-from enas.errors import ConfigError
+from enas.config import (
+    Config,
+    apply_dict,
+    flatten,
+    flatten_dict,
+    load_yaml,
+    migrate_dict,
+    parse_set,
+    set_key,
+    to_plain,
+)
+from enas.errors import ConfigError, UserError
+from enas.search.controller import short_search_settings
+from enas.tasks import datasets
+from enas.validate import validate_config
 
 PRESETS = ("paper", "quick", "demo")
 MICRO_DEMO_EPOCHS, MACRO_DEMO_EPOCHS = 9, 16
-IMAGE_DATASETS = ("cifar10", "fashion-mnist")
 # Keys added to a preset after configs were first stored, with the value a config stored without them ran with: a
 # model file or checkpoint from before keeps its behaviour (and its weights fit) when the preset now sets another.
 ADDED_KEYS = {"model.final_batch_norm": False}
@@ -34,13 +46,14 @@ def check_space_data(space: str, dataset: str) -> None:
             got = f" (got {dataset!r})" if dataset else ""
             raise ConfigError(f"the {space} space reads tabular data: pass --data FILE.npz{got}")
         return
-    text = dataset == "ptb"
-    if entry.task == "text" and not text:
-        raise ConfigError(f"the {space} space searches language models; use --data ptb (got {dataset!r})")
-    if entry.task == "images" and text:
-        raise ConfigError(f"the {space} space searches image classifiers; use --data cifar10, fashion-mnist or X.npz")
-    if not text and dataset not in IMAGE_DATASETS and not dataset.endswith(".npz"):
-        raise ConfigError(f"unknown dataset {dataset!r}; choose ptb, cifar10, fashion-mnist or a FILE.npz")
+    accepted = datasets.names(entry.task)
+    if dataset in accepted or (entry.task == "images" and datasets.is_file(dataset)):
+        return
+    choices = ", ".join(accepted) + (" or a FILE.npz" if entry.task == "images" else "")
+    if dataset in datasets.DATASETS or datasets.is_file(dataset):
+        what = "language models" if entry.task == "text" else "image classifiers"
+        raise ConfigError(f"the {space} space searches {what}; use --data {choices} (got {dataset!r})")
+    raise ConfigError(f"unknown dataset {dataset!r}; choose {', '.join(datasets.names())} or a FILE.npz")
 
 
 def make_config(space: str, preset: str = "paper", command: str = "search", dataset: str | None = None) -> Config:
@@ -65,6 +78,25 @@ def make_config(space: str, preset: str = "paper", command: str = "search", data
     return cfg
 
 
+def resolve(space: str, command: str, *, preset: str | None = None, dataset: str | None = None,
+            config_file: str | None = None, sets: list[str] | tuple[str, ...] = (), seed: int | None = None,
+            device: str | None = None) -> Config:
+    """A new run's configuration, resolved once: the preset of ``command`` for ``space`` and ``dataset``, then the
+    YAML file, then each ``key=value`` of ``sets``, then ``seed`` and ``device``; validated (`enas.validate`). What
+    `enas search` and `enas train` run with; a resumed run's config comes from its checkpoint instead
+    (`checkpoint_config`)."""
+    cfg = make_config(space, preset or "paper", command, dataset)
+    if config_file:
+        apply_dict(cfg, load_yaml(config_file))
+    for key, value in parse_set(list(sets)):
+        set_key(cfg, key, value)
+    if seed is not None:
+        cfg.seed = seed
+    if device is not None:
+        cfg.device = device
+    return validate_config(cfg)
+
+
 def config_from_dict(raw: dict[str, Any], command: str) -> tuple[Config, list[str]]:
     """Rebuild a stored config (a plain dict, e.g. from a checkpoint) through its preset, then its stored values.
 
@@ -86,165 +118,29 @@ def config_from_dict(raw: dict[str, Any], command: str) -> tuple[Config, list[st
     return cfg, dropped
 
 
-# ------------------------------------------------------------------------------------------------------------------
-# Recurrent cell on Penn Treebank (spec 2.1, 3.2, 4.1, 6.1)
-# ------------------------------------------------------------------------------------------------------------------
-def rnn_presets(preset: str, command: str) -> Config:
-    from enas.spaces.rnn import RnnSpaceConfig
-    from enas.tasks.text import TextTaskConfig
+def checkpoint_config(ckpt: dict[str, Any], where: str = "the checkpoint") -> Config:
+    """The config of a checkpoint, rebuilt through its preset from the plain dict that it stores.
 
-    model = RnnSpaceConfig()  # 12 nodes, 4 activations, highway, per-node BN in the supernet
-    task = TextTaskConfig(batch_size=64, bptt=35, reward_c=80.0)
-    controller = ControllerConfig(
-        lstm_size=100,  # paper (authors' old PTB code: 100 too)
-        temperature=5.0, tanh_constant=2.5,  # paper = old code
-        entropy_weight=1e-4,  # paper (old code 1e-3)
-        entropy_mode="sampled",  # authors' code: -log p(a) * p(a) of the sampled action
-        lr=0.00035,  # paper (old code 0.001)
-        baseline_decay=0.99,  # old code (paper silent)
-        skip_weight=0.0,
-        train_steps=2000, num_aggregate=1,  # paper: 2000 controller steps per epoch
-    )
-    search = SearchConfig(
-        epochs=150,  # paper
-        optim=OptimConfig(lr=20.0, momentum=0.0, nesterov=False, weight_decay=2 * 1e-7,  # paper lr 20, l2 1e-7
-                          grad_clip=0.25, schedule="decay", decay=0.96, decay_start=15),  # paper: x0.96 from epoch 15
-        derive_samples=100,
-    )
-    # Final training: the authors' corrected GPU recipe (spec 6.1, "Errata GPU"). That code adds
-    # 8e-7 * sum(w^2) over every variable to the loss, i.e. PyTorch weight_decay = 2 * 8e-7.
-    train = TrainConfig(
-        epochs=3000,
-        optim=OptimConfig(lr=20.0, momentum=0.0, nesterov=False, weight_decay=2 * 8e-7, grad_clip=0.25,
-                          schedule="constant"),
-        averaging=True, averaging_patience=10,
-    )
-    if command == "train":
-        model.hidden = 800
-        model.batch_norm = False
-        model.init_range = 0.05
-        model.dropout_word, model.dropout_emb, model.dropout_x, model.dropout_out = 0.125, 0.175, 0.725, 0.75
-        model.dropout_h = 0.225
-        task.variable_bptt = True
-        task.activation_reg = 0.7
-        task.eval_batch_size = 10
-    if preset == "quick":
-        model.hidden = 256 if command == "search" else 400
-        model.init_range = 0.1 if model.hidden <= 300 else 0.05  # the old code's rule (spec 8.1)
-        search.epochs, controller.train_steps = 20, 200
-        _short_search_controller(controller)
-        search.derive_samples = 50
-        train.epochs = 60
-    elif preset == "demo":
-        # A few minutes on a 2-core CPU: a small cell on the first 300k training tokens, light dropout. The shared
-        # weights use lr 3; the final training lr 10: at lr 3 a cell made only of tanh and relu nodes (the published
-        # one) starts with outputs ~100x smaller than a cell with a sigmoid or identity node and stays at the
-        # uniform model (test ppl 9995 after 3 epochs on 100k tokens; 683 at lr 10), and random cells train worse
-        # (731/725 at lr 3, 553/581 at lr 10); the paper's lr 20 is better still for most cells (586, 518/488) but
-        # sent one derived cell's loss to inf in its first epoch.
-        model.hidden = 64
-        model.init_range = 0.1  # the old code's rule for hidden <= 300 (spec 8.1)
-        model.num_nodes = 8
-        # The corrected code's space (node 0 a fixed tanh, output the mean of nodes 1..): an identity node 0 was the
-        # first step of the search's collapse to identity cells, whose recurrence is unbounded. Final models keep
-        # the per-node batch norm of the search (a bound on h_t): without it, lr 10 x clip 0.25 grew identity and
-        # ReLU cells' recurrent gain past 1 within a few steps and their loss went to inf (docs/results.md).
-        model.variant = "corrected"
-        model.final_batch_norm = True
-        model.dropout_word, model.dropout_x, model.dropout_h, model.dropout_out = 0.05, 0.1, 0.05, 0.1
-        task.max_tokens = 300_000
-        task.batch_size = task.reward_batch_size = 32
-        task.eval_batch_size = 64
-        search.epochs = 6
-        search.optim.lr = 3.0
-        train.optim.lr = 10.0
-        search.optim.decay, search.optim.decay_start = 0.9, 3
-        search.eval_every = 2
-        controller.train_steps, controller.num_aggregate = 40, 5
-        _short_search_controller(controller)
-        search.derive_samples = search.derive_uniform = 16
-        train.epochs = 6
-        train.averaging_patience = 2
-    return Config(model=model, task=task, controller=controller, search=search, train=train)
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# Macro CNN (spec 2.2, 3.3, 4.2, 6.2): the authors' scripts, since the paper's CIFAR training paragraph is unconfirmed
-# ------------------------------------------------------------------------------------------------------------------
-def macro_presets(preset: str, command: str) -> Config:
-    from enas.spaces.macro import MacroSpaceConfig
-    from enas.tasks.images import ImageTaskConfig
-
-    model = MacroSpaceConfig(num_layers=12, channels=36, keep_prob=0.9)
-    task = ImageTaskConfig(valid_size=5000, batch_size=128, reward_batch_size=128, augment=True, cutout=0)
-    controller = ControllerConfig(lstm_size=64, tanh_constant=1.5, temperature=None, entropy_weight=1e-4,
-                                  entropy_mode="sampled", lr=0.001, skip_target=0.4, skip_weight=0.8,
-                                  train_steps=50, num_aggregate=20, baseline_decay=0.99)
-    search = SearchConfig(epochs=310, optim=OptimConfig(lr=0.05, lr_min=0.0005, t0=10, t_mul=2,
-                                                        weight_decay=2 * 2.5e-4), derive_samples=100)
-    train = TrainConfig(epochs=310, optim=OptimConfig(lr=0.05, lr_min=0.001, t0=10, t_mul=2, weight_decay=2 * 2e-4))
-    if command == "train":
-        model.channels, model.keep_prob = 96, 0.5  # the released 24-layer network's script
-        task.valid_size, task.batch_size = 0, 100
-    return _image_sizes("macro", preset, command, Config(model=model, task=task, controller=controller,
-                                                         search=search, train=train))
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# Micro CNN (spec 2.3, 3.4, 4.2, 6.2)
-# ------------------------------------------------------------------------------------------------------------------
-def micro_presets(preset: str, command: str) -> Config:
-    from enas.spaces.micro import MicroSpaceConfig
-    from enas.tasks.images import ImageTaskConfig
-
-    model = MicroSpaceConfig(num_layers=6, channels=20, keep_prob=0.9, aux_head=True)
-    task = ImageTaskConfig(valid_size=5000, batch_size=160, reward_batch_size=160, augment=True, cutout=0,
-                           aux_weight=0.4)
-    controller = ControllerConfig(lstm_size=64, tanh_constant=1.10, op_tanh_reduce=2.5, temperature=None,
-                                  entropy_weight=1e-4, entropy_mode="full", lr=0.0035, skip_weight=0.0,
-                                  op_bias_init=[10.0, 10.0, 0.0, 0.0, 0.0], train_steps=30, num_aggregate=10,
-                                  baseline_decay=0.99)
-    search = SearchConfig(epochs=150, optim=OptimConfig(lr=0.05, lr_min=0.0005, t0=10, t_mul=2,
-                                                        weight_decay=2 * 1e-4), derive_samples=100)
-    # the authors' micro search graph runs rewards, validation and derive scores in training mode (spec 3.4, 8.2):
-    # batch statistics (which the micro supernet always uses) and the dropout before the classifier on
-    search.reward_mode = "train"
-    train = TrainConfig(epochs=630, optim=OptimConfig(lr=0.05, lr_min=0.0001, t0=10, t_mul=2, weight_decay=2 * 2e-4))
-    if command == "train":
-        model.num_layers, model.channels, model.keep_prob = 15, 36, 0.8
-        model.drop_path_keep = 0.6
-        task.valid_size, task.batch_size = 0, 144
-        task.cutout = 16  # the paper's 2.89% needs cutout; the authors' final script leaves it off (spec 9 #13)
-    return _image_sizes("micro", preset, command, Config(model=model, task=task, controller=controller,
-                                                         search=search, train=train))
-
-
-def _short_search_controller(controller: ControllerConfig) -> None:
-    """Controller settings for searches of 10^2-10^3 samples (the `demo` and `quick` presets), where the paper's
-    need 10^4 (docs/fidelity.md, measured on NAS-Bench-Graph's true scores in docs/results.md, "The controller
-    alone"). Chosen on two tuning datasets by the best validation accuracy found after 200 and 500 evaluations:
-
-    * PyTorch's Adam epsilon and a baseline started at the first reward: the authors' TF epsilon (1e-3, far above
-      the gradient's RMS at these reward scales) makes every step about lr * g / 1e-3 and a baseline starting at 0
-      reinforces whatever the first hundred samples were: the policy does not move;
-    * Adam lr 0.05, 5 samples per update (the samples per epoch are kept), baseline decay 0.9: ten times the paper's
-      updates per sample and a baseline that follows a reward which improves quickly;
-    * the 10 best distinct archs so far pulled up by their log-likelihood in every update (elite weight 1);
-    * logits shaped alike in every space (tanh constant 1.5, no temperature, no op tanh reduction or op bias), so
-      the settings carry to any space and vocabulary size.
+    Checkpoints store ``cfg.to_dict()`` and the command (``search`` or ``train``). Checkpoints of the first layout
+    pickled the Config dataclass itself; both are rebuilt the same way, so a config field renamed or removed since
+    the run started never breaks its resume (a dropped key is named in a warning).
     """
-    samples = controller.train_steps * controller.num_aggregate
-    controller.num_aggregate = 5
-    controller.train_steps = max(1, samples // controller.num_aggregate)
-    controller.lr, controller.baseline_decay = 0.05, 0.9
-    controller.elite_size, controller.elite_weight = 10, 1.0
-    controller.tanh_constant, controller.temperature = 1.5, None
-    controller.op_tanh_reduce, controller.op_bias_init = 1.0, None
-    controller.adam_eps, controller.adam_tf_eps = 1e-8, False
-    controller.baseline_start = "first"
+    raw = ckpt["config"]
+    if not isinstance(raw, dict):  # first layout: a pickled Config
+        raw = to_plain(raw)
+    command = ckpt.get("command") or ("search" if "supernet" in ckpt else "train")
+    try:
+        cfg, dropped = config_from_dict(raw, command)
+    except ConfigError as e:
+        raise UserError(f"the config stored in {where} cannot be read by this version ({e}); resume it with the "
+                        f"version that started it, or start a new run") from None
+    if dropped:
+        print(f"warning: {where} sets config keys this version no longer has, ignored: {', '.join(dropped)}",
+              file=sys.stderr)
+    return cfg
 
 
-def _image_sizes(space: str, preset: str, command: str, cfg: Config) -> Config:
+def shrink_image_preset(space: str, preset: str, command: str, cfg: Config) -> Config:
     """Shrink the CNN presets for ``quick`` and ``demo``."""
     model, task, search, train, controller = cfg.model, cfg.task, cfg.search, cfg.train, cfg.controller
     if preset == "quick":
@@ -252,7 +148,7 @@ def _image_sizes(space: str, preset: str, command: str, cfg: Config) -> Config:
         if space == "micro":
             model.num_layers = 6 if command == "search" else 9
         search.epochs, train.epochs = 30, 70  # cosine cycles end at 30 and 70
-        _short_search_controller(controller)
+        short_search_settings(controller)
         search.derive_samples = 50
         task.eval_batch_size = 500
     elif preset == "demo":
@@ -277,7 +173,7 @@ def _image_sizes(space: str, preset: str, command: str, cfg: Config) -> Config:
         search.epochs = train.epochs = MICRO_DEMO_EPOCHS if is_micro else MACRO_DEMO_EPOCHS
         search.optim.t0 = train.optim.t0 = search.epochs
         controller.train_steps, controller.num_aggregate = 10, 5
-        _short_search_controller(controller)
+        short_search_settings(controller)
         # the best of 20 candidates: scoring one on the 2000 validation images costs 1-3 s
         search.derive_samples = search.derive_uniform = 20
         # BN running statistics averaged over a few hundred different archs rank archs poorly; score with batch

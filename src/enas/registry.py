@@ -18,7 +18,7 @@ registry never imports torch) or by the objects themselves:
 
 Three ways to add a space, none of which touches this package (docs/spaces.md):
 
-1. ``register(SpaceEntry(...))`` in your own code before calling `enas.search.Search`;
+1. ``register(SpaceEntry(...))`` in your own code before calling `enas.search.loop.Search`;
 2. ``enas search --space package.module:NAME`` (``NAME`` a `SpaceEntry` or a function returning one); the run's
    config and its arch files remember ``package.module:NAME`` as the entry's ``source``, so later commands load it
    again by themselves;
@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from enas.errors import ConfigError
+from enas.tasks import datasets
 
 ENTRY_POINT_GROUP = "enas.spaces"
 TASKS = ("text", "images", "tabular")
@@ -72,20 +73,19 @@ class SpaceEntry:
     @property
     def default_dataset(self) -> str:
         """The data a command uses without --data; "" for tabular spaces, which have none."""
-        return {"text": "ptb", "images": "cifar10"}.get(self.task, "")
+        return datasets.default_for(self.task)
 
 
-_BUILTIN = (
-    SpaceEntry("rnn", "text", "enas.spaces.rnn:RnnSpace", "enas.arch.rnn:RnnArch", "enas.presets:rnn_presets",
-               fit_config="enas.spaces.rnn:fit_config", draw="enas.viz:_draw_rnn", size_keys=("hidden", "num_nodes"),
-               description="recurrent cell for language modelling (paper section 2.1)"),
-    SpaceEntry("macro", "images", "enas.spaces.macro:MacroSpace", "enas.arch.macro:MacroArch",
-               "enas.presets:macro_presets", fit_config="enas.spaces.macro:fit_config", draw="enas.viz:_draw_macro",
-               size_keys=("channels", "num_layers"), description="whole convolutional network (paper section 2.2)"),
-    SpaceEntry("micro", "images", "enas.spaces.micro:MicroSpace", "enas.arch.micro:MicroArch",
-               "enas.presets:micro_presets", fit_config="enas.spaces.micro:fit_config", draw="enas.viz:_draw_micro",
-               size_keys=("channels", "num_layers", "num_nodes"),
-               description="convolutional cells (paper section 2.3)"),
+_BUILTIN = tuple(
+    SpaceEntry(name, task, f"enas.spaces.{name}.space:{cls}Space", f"enas.spaces.{name}.arch:{cls}Arch",
+               f"enas.spaces.{name}.presets:presets", fit_config=f"enas.spaces.{name}.space:fit_config",
+               draw=f"enas.spaces.{name}.draw:draw", size_keys=size_keys, description=description)
+    for name, cls, task, size_keys, description in (
+        ("rnn", "Rnn", "text", ("hidden", "num_nodes"), "recurrent cell for language modelling (paper section 2.1)"),
+        ("macro", "Macro", "images", ("channels", "num_layers"), "whole convolutional network (paper section 2.2)"),
+        ("micro", "Micro", "images", ("channels", "num_layers", "num_nodes"),
+         "convolutional cells (paper section 2.3)"),
+    )
 )
 _ENTRIES: dict[str, SpaceEntry] = {e.name: e for e in _BUILTIN}
 _entry_points_loaded = False

@@ -18,7 +18,7 @@ from enas.errors import ConfigError
 SEED_MAX = 2**32 - 1
 SCHEDULES = ("cosine", "decay", "constant")
 REWARD_MODES = ("eval", "train")
-SCORES = ("metric", "loss")  # search.score (enas.scoring)
+SCORES = ("metric", "loss")  # search.score (enas.search.scoring)
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -118,7 +118,7 @@ def validate_config(cfg: Config) -> Config:
     if task_check is not None:
         task_check()
     else:
-        from enas.tasks.images import _check_config
+        from enas.tasks.images import check_image_config
 
-        _check_config(cfg.task)
+        check_image_config(cfg.task)
     return cfg

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from enas.controller import UniformSampler
+from enas.search.controller import UniformSampler
 from enas.spaces.base import TaskInfo
 
 #: the small image task of the CNN graph tests

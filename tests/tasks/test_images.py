@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from enas.errors import ConfigError
-from enas.tasks.image_data import ImageDataset
+from enas.tasks.datasets.images import ImageDataset
 from enas.tasks.images import (
     PAD,
     AugmentParams,

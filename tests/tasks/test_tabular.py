@@ -355,7 +355,7 @@ class MlpSpace(Space):
 
 def mlp_presets(preset: str, command: str):
     from enas.config import Config, OptimConfig, SearchConfig, TrainConfig
-    from enas.controller import ControllerConfig
+    from enas.search.controller import ControllerConfig
 
     task = TabularTaskConfig(valid_size=50 if command == "search" else 0, batch_size=32, reward_batch_size=32,
                              eval_batch_size=100)
@@ -388,10 +388,10 @@ def test_a_tabular_space_needs_a_npz(tiny_mlp, table_path):
 
 def test_a_tabular_space_is_searched_trained_evaluated_and_exported(tiny_mlp, table_path, tmp_path):
     from enas.arch import load_arch
-    from enas.export import METADATA_NAME, export_model, load_child
+    from enas.export.model import METADATA_NAME, export_model, load_child
     from enas.presets import make_config
-    from enas.search import Search
-    from enas.train import FinalTraining, evaluate_model
+    from enas.search.loop import Search
+    from enas.train.final import FinalTraining, evaluate_model
 
     cfg = make_config("tiny_mlp", "demo", "search", str(table_path))
     cfg.device = "cpu"

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from enas.errors import ConfigError, DataError
-from enas.tasks.ptb import (
+from enas.tasks.datasets.ptb import (
     EOS,
     build_corpus,
     download_ptb,

@@ -26,11 +26,11 @@ import torch
 
 from enas import registry
 from enas.arch import Arch
-from enas.controller import Controller, ControllerConfig, UniformSampler
 from enas.errors import ConfigError
 from enas.oracle.evolution import RegularizedEvolution
 from enas.presets import make_config
-from enas.reinforce import ReinforceTrainer
+from enas.search.controller import Controller, ControllerConfig, UniformSampler
+from enas.search.reinforce import ReinforceTrainer
 from enas.spaces.base import Space
 
 POLICIES = ("enas", "random", "evolution")

@@ -7,7 +7,7 @@ checkpointed through `state_dict` and a resumed run sees the same batches as one
 ``arch`` arguments are passed through to the model untouched (``model(x, arch=arch)``); a child model ignores
 them, so the same calls serve search (supernet) and final training (child).
 
-Under torchrun (`enas.distributed`) each process calls `Task.shard` once after building the task: from then on
+Under torchrun (`enas.runs.distributed`) each process calls `Task.shard` once after building the task: from then on
 it draws every minibatch exactly as one process would (same generator, same global batch) and keeps only its
 rank's share of the rows (text: of the columns); `reward` and `evaluate` all-reduce what they count, so every rank
 returns the global figure.
@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from enas.distributed import all_reduce_sums
 from enas.errors import ConfigError
+from enas.runs.distributed import all_reduce_sums
 from enas.spaces.base import TaskInfo
 
 Batch = Any  # task-specific tuple of device tensors
@@ -91,7 +91,7 @@ class Task(ABC):
 
     def batch_loss(self, model: nn.Module, batch: Batch, arch: Any = None) -> float:
         """The mean cross-entropy of ``arch`` on one reward minibatch (sharded: of the global minibatch), the
-        material of loss-based rewards (``search.score=loss``, `enas.scoring`). The caller chooses the mode."""
+        material of loss-based rewards (``search.score=loss``, `enas.search.scoring`). The caller chooses the mode."""
         raise ConfigError(f"the {type(self).__name__} task has no loss-based score; set search.score=metric")
 
     def score_from_loss(self, loss: float) -> float:

@@ -28,10 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from enas.errors import ConfigError
-from enas.ops import channels_last
 from enas.spaces.base import TaskInfo
+from enas.spaces.ops import channels_last
 from enas.tasks.base import ClassificationTask, sharded_accuracy
-from enas.tasks.image_data import ImageDataset, load_image_dataset
+from enas.tasks.datasets.images import ImageDataset, load_image_dataset
 
 PAD = 4  # zero padding before the random crop (authors' code)
 CUTOUT_ANCHORS = ("corner", "centre")
@@ -57,7 +57,7 @@ class ImageTaskConfig:
     test_subset: int | None = None  # keep the first N test images
 
 
-def _check_config(cfg: ImageTaskConfig) -> None:
+def check_image_config(cfg: ImageTaskConfig) -> None:
     for key in ("batch_size", "eval_batch_size", "reward_batch_size"):
         if not isinstance(getattr(cfg, key), int) or getattr(cfg, key) < 1:
             raise ConfigError(f"{key} must be a positive integer, got {getattr(cfg, key)!r}")
@@ -173,7 +173,7 @@ class ImageClassificationTask(ClassificationTask):
         self, cfg: ImageTaskConfig, device: str | torch.device = "cpu", seed: int = 0,
         dataset: ImageDataset | None = None,
     ) -> None:  # fmt: skip
-        _check_config(cfg)
+        check_image_config(cfg)
         self.cfg = cfg
         self.device = torch.device(device)
         data = dataset if dataset is not None else load_image_dataset(cfg.dataset, cfg.root, cfg.url, cfg.cache_dir)

@@ -4,7 +4,7 @@ a whole split for evaluation.
 
 The file holds ``x_train`` (N, F) numbers (integers, floats or booleans), ``y_train`` (N,) integer labels in
 ``0..K-1``, ``x_test`` (M, F) and ``y_test`` (M,), and optionally ``class_names`` (K strings): the keys of the image
-``.npz`` format (`enas.tasks.image_data.load_npz`) with a feature vector per row instead of an image. K is
+``.npz`` format (`enas.tasks.datasets.images.load_npz`) with a feature vector per row instead of an image. K is
 ``len(class_names)``, else the largest label + 1. Every problem with the file is a one-line `DataError`.
 
 The pipeline follows the image task's (`enas.tasks.images`):

@@ -25,11 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from enas.distributed import all_gather_rows, all_reduce_sums
 from enas.errors import ConfigError, DataError
+from enas.runs.distributed import all_gather_rows, all_reduce_sums
 from enas.spaces.base import TaskInfo
 from enas.tasks.base import Task
-from enas.tasks.ptb import PTB_CACHE_DIR, PTB_URL, Corpus, load_ptb
+from enas.tasks.datasets.ptb import PTB_CACHE_DIR, PTB_URL, Corpus, load_ptb
 
 # Random window length of the corrected LM code: a truncated normal (cut at 2 std) around `bptt`, or around
 # `bptt / 2` with probability 0.05, with std 5, truncated to an integer and capped at `bptt + 20`.

@@ -1,0 +1,1 @@
+"""The `enas` command: argument parsing and the verbs; nothing else."""

@@ -1,0 +1,1 @@
+"""`enas export`: trained children as standalone files."""

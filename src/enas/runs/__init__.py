@@ -1,0 +1,1 @@
+"""The run directory and the machine side of a run: checkpoints, environment, torchrun, progress."""

@@ -1,0 +1,357 @@
+"""The run directory: resolved config, metrics log, atomic checkpoints, RNG states, summary.
+
+Layout (every command that trains writes one)::
+
+    RUN/config.yaml          resolved configuration
+    RUN/metrics.jsonl        one JSON object per line ({"kind": "epoch" | "step" | "arch" | ..., ...})
+    RUN/checkpoints/last.pt  latest complete checkpoint (written to a temp file, then renamed over the old one)
+    RUN/summary.json         final figures, versions, seed, git commit, wall time split
+    RUN/events.*             TensorBoard events when the `tensorboard` package is installed
+    RUN/.lock                held (flock) by the process that writes the run; the kernel releases it when that
+                             process ends, however it ends, so a lock left by a crash is never in the way
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from enas.errors import UserError
+from enas.runs import distributed as dist
+
+CHECKPOINT = "last.pt"
+
+
+def atomic_write_bytes(path: Path, write: Any) -> None:
+    """Call ``write(file_object)`` on a temp file next to ``path``, fsync, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, lambda f: f.write(text.encode()))
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, torch.Tensor):
+        return obj.item() if obj.numel() == 1 else obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _clean(value: Any) -> Any:
+    # JSON has no NaN/inf; write them as null so every line stays parseable.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+LOCK = ".lock"
+_OPENED: list[Path] = []  # run directories opened by this process, latest last (for the interrupt message)
+
+
+def last_opened() -> Path | None:
+    """The run directory this process opened last, if any."""
+    return _OPENED[-1] if _OPENED else None
+
+
+def _resume_hint() -> str | None:
+    run = last_opened()
+    if run is not None and (run / "checkpoints" / CHECKPOINT).is_file():
+        return f"the last checkpoint is intact: rerun with --resume --out {run}"
+    return None
+
+
+dist.resume_hint = _resume_hint
+_HELD: dict[Path, list] = {}  # run directory -> [open lock file, number of RunDir objects of this process using it]
+
+
+def _acquire(path: Path) -> None:
+    """Take the run directory's lock for this process (re-entrant within one process)."""
+    key = path.resolve()
+    if key in _HELD:
+        _HELD[key][1] += 1
+        return
+    f = open(key / LOCK, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        owner = f.read().strip() or "unknown"
+        f.close()
+        raise UserError(f"{path} is in use by another enas process (pid {owner}); wait for it to end or choose "
+                        "another --out") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    _HELD[key] = [f, 1]
+
+
+def _release(path: Path) -> None:
+    key = path.resolve()
+    held = _HELD.get(key)
+    if held is None:
+        return
+    held[1] -= 1
+    if held[1] <= 0:
+        del _HELD[key]
+        held[0].close()  # closing the file releases the flock
+
+
+class RunDir:
+    """A run directory. ``resume=False`` refuses a directory that already holds a checkpoint. With ``lock`` (the
+    default) the directory is locked for this process until `close` (or the process ends): a second process that
+    opens it for writing is refused with a one-line error."""
+
+    def __init__(self, path: str | os.PathLike, resume: bool = False, lock: bool = True):
+        self.path = Path(path)
+        self.ckpt_dir = self.path / "checkpoints"
+        self._locked = False
+        if self.path.exists() and not self.path.is_dir():
+            raise UserError(f"{self.path} is a file, not a run directory; choose another --out")
+        if resume:
+            if not self.checkpoint_path.is_file():
+                raise UserError(f"nothing to resume: {self.checkpoint_path} does not exist; start without --resume")
+        elif self.checkpoint_path.is_file():
+            raise UserError(f"{self.path} already holds a run; pass --resume to continue it or choose another --out")
+        created = self.created = not self.path.exists()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create the run directory {self.path} ({e.strerror}); choose another --out") \
+                from None
+        _OPENED.append(self.path)
+        if lock:
+            try:
+                _acquire(self.path)
+            except UserError:
+                raise
+            except OSError as e:
+                if created:
+                    _remove_if_empty(self.path)
+                raise UserError(f"cannot write into {self.path} ({e.strerror}); choose another --out") from None
+            self._locked = True
+        self.ckpt_dir.mkdir(exist_ok=True)
+        for tmp in self.ckpt_dir.glob(f".{CHECKPOINT}*.tmp"):  # left by a process killed while saving
+            if lock:
+                tmp.unlink(missing_ok=True)
+        if not resume and self.metrics_path.is_file():
+            # left by a run stopped before its first checkpoint: nothing in it can be resumed
+            self.metrics_path.unlink()
+        self._tb = None
+
+    def abandon(self) -> None:
+        """Release the lock and, when this start created the directory and wrote nothing into it, remove it."""
+        self.close()
+        if getattr(self, "created", False):
+            try:
+                if self.ckpt_dir.is_dir() and not any(self.ckpt_dir.iterdir()):
+                    self.ckpt_dir.rmdir()
+            except OSError:
+                pass
+            _remove_if_empty(self.path)
+
+    def close(self) -> None:
+        """Release the lock (idempotent); the object can still be read from."""
+        if self._locked:
+            self._locked = False
+            _release(self.path)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / "checkpoints" / CHECKPOINT
+
+    # --- metrics -----------------------------------------------------------------------------------------------
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    def log(self, kind: str, **fields: Any) -> None:
+        """Append one JSON line; also mirror numeric epoch fields to TensorBoard when available."""
+        record = {"kind": kind, **_clean(fields)}
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record, default=_json_default) + "\n")
+        if kind == "epoch":
+            self._tensorboard(record)
+
+    def truncate_metrics(self, after_epoch: int) -> None:
+        """Drop lines written after ``after_epoch`` ended (a resumed run rewrites them identically)."""
+        if not self.metrics_path.is_file():
+            return
+        keep = []
+        for line in self._metric_lines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and rec.get("epoch", -1) <= after_epoch:
+                keep.append(line)
+        atomic_write_text(self.metrics_path, "".join(x + "\n" for x in keep))
+
+    def _metric_lines(self) -> list[str]:
+        """The lines of metrics.jsonl; a file that is not text is a one-line error."""
+        try:
+            return self.metrics_path.read_bytes().decode("utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise UserError(f"{self.metrics_path} is not a text file (corrupted?); move it away to continue this "
+                            "run without its history") from None
+
+    def read_metrics(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """The records of metrics.jsonl (of one ``kind``); unreadable lines are skipped with one warning."""
+        if not self.metrics_path.is_file():
+            return []
+        out, bad = [], 0
+        for line in self._metric_lines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                bad += 1
+                continue
+            if isinstance(rec, dict) and (kind is None or rec.get("kind") == kind):
+                out.append(rec)
+        if bad and not getattr(self, "_warned", False):
+            self._warned = True
+            print(f"warning: skipped {bad} unreadable line(s) of {self.metrics_path}", file=sys.stderr)
+        return out
+
+    def _tensorboard(self, record: dict[str, Any]) -> None:
+        if self._tb is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except Exception:  # the tensorboard package is optional
+                self._tb = False
+                return
+            self._tb = SummaryWriter(log_dir=str(self.path))
+        if self._tb is False:
+            return
+        step = record.get("epoch", 0)
+        for k, v in record.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epoch":
+                self._tb.add_scalar(k, v, step)
+        self._tb.flush()
+
+    # --- files -------------------------------------------------------------------------------------------------
+    def write_text(self, name: str, text: str) -> Path:
+        path = self.path / name
+        atomic_write_text(path, text)
+        return path
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        return self.write_text(name, json.dumps(_clean(obj), indent=2, default=_json_default) + "\n")
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        atomic_write_bytes(self.checkpoint_path, lambda f: torch.save(state, f))
+
+    def load_checkpoint(self, map_location: Any = "cpu") -> dict[str, Any]:
+        """The last checkpoint as stored: its ``config`` a plain dict (`enas.presets.checkpoint_config` rebuilds it)."""
+        try:
+            ckpt = torch.load(self.checkpoint_path, map_location=map_location, weights_only=False)
+        except Exception as e:
+            raise UserError(f"checkpoint {self.checkpoint_path} cannot be read ({type(e).__name__}); it may be "
+                            f"truncated: delete it to start the run again in {self.path}, or use another --out") \
+                from None
+        if not isinstance(ckpt, dict) or "epoch" not in ckpt:
+            raise UserError(f"{self.checkpoint_path} is not a checkpoint written by enas; delete it to start the run "
+                            f"again in {self.path}, or use another --out")
+        return ckpt
+
+
+class PeerRunDir(RunDir):
+    """The run directory as the ranks other than 0 of a distributed run see it (`open_run_dir`):
+    the same methods, but it never creates, locks or writes anything, since rank 0 owns the directory. It reads the
+    checkpoint (each rank loads it to resume) and no metrics (the history only feeds rank 0's logs and plots)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.ckpt_dir = self.path / "checkpoints"
+        self._locked, self.created, self._tb = False, False, False
+
+    def load_checkpoint(self, map_location: Any = "cpu") -> dict[str, Any]:
+        if not self.checkpoint_path.is_file():  # rank 0 found it: this rank does not see rank 0's disk
+            raise UserError(f"{self.checkpoint_path} exists on rank 0 but not on this machine; put --out on a file "
+                            "system every machine shares to resume a run of several machines")
+        return super().load_checkpoint(map_location)
+
+    def read_metrics(self, kind: str | None = None) -> list[dict[str, Any]]:
+        return []
+
+    def log(self, kind: str, **fields: Any) -> None:
+        pass
+
+    def truncate_metrics(self, after_epoch: int) -> None:
+        pass
+
+    def write_text(self, name: str, text: str) -> Path:
+        return self.path / name
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        """Nothing to release: a peer holds no lock."""
+
+    def abandon(self) -> None:
+        pass
+
+
+def open_run_dir(out: str | os.PathLike, resume: bool) -> RunDir:
+    """``RunDir(out, resume)`` in one process and on rank 0 of a distributed run; a `PeerRunDir` that reads but
+    never writes on the other ranks. Rank 0's success or `UserError` is broadcast, so every rank fails alike
+    instead of waiting for a rank that is gone."""
+    if not dist.active():
+        return RunDir(out, resume=resume)
+    run_dir = error = None
+    if dist.is_main():
+        try:
+            run_dir = RunDir(out, resume=resume)
+        except UserError as e:
+            error = e
+    message = dist.broadcast_object(None if error is None else str(error))
+    if error is not None:
+        raise error
+    if message is not None:
+        raise UserError(message)
+    return run_dir if run_dir is not None else PeerRunDir(out)
+
+
+def _remove_if_empty(path: Path) -> None:
+    """Remove a run directory this start created, when nothing but the lock file is in it."""
+    try:
+        if all(p.name == LOCK for p in path.iterdir()):
+            (path / LOCK).unlink(missing_ok=True)
+            path.rmdir()
+    except OSError:
+        pass

@@ -1,0 +1,1 @@
+"""Spaces written as ordinary PyTorch modules with choices (`enas.nn`)."""
