@@ -4,6 +4,7 @@ lives on the GPU while the controller stays on the CPU."""
 import pytest
 import torch
 
+from enas import registry
 from enas.search.controller import UniformSampler
 from enas.spaces.base import TaskInfo
 from tests.conftest import conv_output_dtypes, tiny_image_config, tiny_rnn_config
@@ -25,7 +26,7 @@ def _spaces():
     }
 
 
-@pytest.mark.parametrize("name", ["rnn", "macro", "micro"])
+@pytest.mark.parametrize("name", registry.names())  # every registered space
 def test_supernet_equals_child_on_cuda(name):
     space, info = _spaces()[name]
     supernet = space.build_supernet(info).cuda().eval()

@@ -78,6 +78,7 @@ def test_entry_point_group_registers_installed_spaces(monkeypatch):
     assert cfg.space == "chain" and cfg.model.num_layers == 4
 
 
+@pytest.mark.slow
 def test_a_user_space_in_one_file_is_searched_shown_trained_and_resumed_from_the_cli(npz_path, tmp_path):
     search, train = tmp_path / "search", tmp_path / "train"
     assert main(["search", "--space", f"{CHAIN}:SPACE", "--data", str(npz_path), "--out", str(search), *TINY,

@@ -18,7 +18,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
-from enas.errors import ArchError
+from enas import registry
+from enas.errors import ArchError, ConfigError
 
 ARCH_FORMAT = "enas-arch"
 ARCH_VERSION = 1
@@ -60,8 +61,6 @@ class Arch(ABC):
         return self.to_fixed_arc()
 
     def to_json(self) -> dict[str, Any]:
-        from enas import registry
-
         head = {"format": ARCH_FORMAT, "version": ARCH_VERSION, "space": self.space}
         source = registry.get(self.space).source if self.space in registry.names() else ""
         if source:  # a space that is not built in: where to load it from (`enas.registry`)
@@ -77,8 +76,6 @@ def register_arch(cls: type[Arch]) -> type[Arch]:
 
 def arch_class(space: str, source: str = "") -> type[Arch]:
     """The Arch subclass of ``space``, from the space registry (`enas.registry`; no torch is imported)."""
-    from enas import registry
-    from enas.errors import ConfigError
 
     try:
         cls = registry.get(space, source).arch_class

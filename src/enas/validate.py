@@ -14,6 +14,7 @@ from typing import Any
 
 from enas.config import Config, OptimConfig, flatten
 from enas.errors import ConfigError
+from enas.tasks.images import check_image_config
 
 SEED_MAX = 2**32 - 1
 SCHEDULES = ("cosine", "decay", "constant")
@@ -118,7 +119,6 @@ def validate_config(cfg: Config) -> Config:
     if task_check is not None:
         task_check()
     else:
-        from enas.tasks.images import check_image_config
 
         check_image_config(cfg.task)
     return cfg

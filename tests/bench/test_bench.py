@@ -11,6 +11,7 @@ from enas.cli.main import main
 ROW_KEYS = {"space", "workload", "value", "unit", "reference", "reference_value", "ratio"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("space", ["rnn", "macro", "micro"])
 def test_benchmark_rows_are_complete(space):
     result = run_benchmarks([space], device="cpu", size="small", verbose=False, warmup=1, steps=3)
@@ -51,6 +52,7 @@ def test_quartiles_and_kernel_count():
     assert counter.count == 3  # ones, add, sum
 
 
+@pytest.mark.slow
 def test_bench_cli_writes_rows_and_checks_the_json_path_first(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main(["bench", "--space", "macro", "--size", "small", "--steps", "2", "--warmup", "0", "--device", "cpu",

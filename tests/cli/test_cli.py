@@ -55,6 +55,7 @@ def test_user_errors_exit_2_with_one_line(args, needle, tmp_path):
     assert needle in lines[0]
 
 
+@pytest.mark.slow
 def test_malformed_arch_file(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
@@ -72,6 +73,7 @@ def test_print_config_lists_dotted_keys(capsys):
     assert "epochs: 5" in out and "controller:" in out and "fashion-mnist" in out
 
 
+@pytest.mark.slow
 def test_search_train_eval_via_the_cli(corpus_dir, tmp_path, capsys):
     common = ["--preset", "demo", "--device", "cpu", "--set", f"task.root={corpus_dir}",
               "--set", "task.max_tokens=null", "--set", "model.hidden=16", "--set", "model.num_nodes=4",
@@ -97,6 +99,7 @@ def test_python_dash_m_enas_runs_the_cli():
     assert proc.returncode == 0 and "search" in proc.stdout
 
 
+@pytest.mark.slow
 def test_resume_applies_what_may_change_and_refuses_the_rest(corpus_dir, tmp_path, capsys):
     import yaml
 

@@ -81,6 +81,7 @@ LOADER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_torch_export_loads_and_matches_without_enas(runs, tmp_path):
     cases, expected, children = {}, {}, {}
     for space, run in runs.items():
@@ -147,6 +148,7 @@ def test_cli_default_output_and_message(runs, capsys):
     assert args.fmt == "torch-export" and args.output is None and args.device == "cpu"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("space", ["macro", "rnn"])
 def test_onnx_export_matches(runs, tmp_path, space):
     onnx = pytest.importorskip("onnx")

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from enas import kernels
+from enas import kernels, registry
 from enas.build import build_space
 from enas.config import parse_set, resumable, set_key
 from enas.errors import ConfigError
@@ -36,7 +36,7 @@ def test_a_run_config_switches_the_paths_when_its_space_is_built():
     assert resumable("kernels.packed") and resumable("kernels.bn_products")
 
 
-@pytest.mark.parametrize("space", ["rnn", "macro", "micro"])
+@pytest.mark.parametrize("space", registry.names())  # every registered space
 def test_every_space_names_its_cell_paths_alike(space):
     cfg = make_config(space, "demo", "search")
     assert cfg.model.cell == "path"

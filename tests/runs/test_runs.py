@@ -79,6 +79,7 @@ def _wait_for(path, timeout=60.0):
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_a_second_process_is_refused_and_a_dead_holder_leaves_no_stale_lock(tmp_path):
     import signal
     import subprocess
@@ -149,6 +150,7 @@ def test_checkpoints_store_the_config_as_a_plain_dict(corpus_dir, tmp_path, inte
     assert cfg.model.hidden == 16 and cfg.task.bptt == 8 and isinstance(cfg.model.activations, tuple)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_the_first_layout_resumes_to_the_same_run(corpus_dir, tmp_path, capsys,
                                                                    interrupted_after_checkpoint):
     """The first layout pickled the Config dataclass; a field renamed or removed since then must not break resume."""
@@ -229,6 +231,7 @@ Search(cfg, out, progress=False).run()
 """
 
 
+@pytest.mark.slow
 def test_sigkill_during_a_checkpoint_write_loses_nothing(corpus_dir, tmp_path):
     """A process killed while writing a checkpoint leaves the previous one intact; the next start removes the
     half-written temp file and the resumed run ends as an uninterrupted one."""

@@ -83,6 +83,7 @@ def test_random_policy_resumes_exactly(npz_path, tmp_path, interrupted_after_che
     assert load_arch(tmp_path / "stopped" / "arch.json") == load_arch(tmp_path / "full" / "arch.json")
 
 
+@pytest.mark.slow
 def test_policy_is_validated_and_kept_on_resume(corpus_dir, tmp_path):
     cfg = tiny_rnn_config(corpus_dir)
     with pytest.raises(ConfigError, match="search.policy"):

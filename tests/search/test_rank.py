@@ -36,6 +36,7 @@ def _rows(run):
     return list(csv.DictReader(open(run / "rank.csv")))
 
 
+@pytest.mark.slow
 def test_macro_rank_files_resume_and_reuse(macro_run, capsys, interrupted_after_checkpoint):
     with interrupted_after_checkpoint():  # stopped after the first epoch of the first arch
         rank_run(macro_run, 3, 2, progress=False)

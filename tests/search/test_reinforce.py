@@ -213,6 +213,7 @@ def _demo_share(**overrides) -> float:
     return sum(n.act == "relu" for a in archs for n in a.nodes) / sum(len(a.nodes) for a in archs)
 
 
+@pytest.mark.slow
 def test_demo_controller_learns_a_small_noisy_preference():
     """The short-search settings of the demo presets (without the elite term, which costs ten more walks per update)
     find a preference worth 0.0025 of reward per node under noise of 0.01 per sample: the relu share rises from

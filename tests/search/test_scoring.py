@@ -78,6 +78,7 @@ def test_text_loss_reward_is_reward_c_over_the_perplexity_of_all_windows(corpus_
     assert scoring.candidate_score(s.task, metrics, "loss") == pytest.approx(metrics["score"])
 
 
+@pytest.mark.slow
 def test_derive_ranks_candidates_by_validation_loss(npz_path, tmp_path):
     s = _image_search("micro", npz_path, tmp_path, score="loss", epochs=1, derive_samples=5)
     summary = s.run()
@@ -150,6 +151,7 @@ def test_after_the_warmup_the_controller_trains(npz_path, tmp_path):
     assert "controller_reward" in epochs[1]
 
 
+@pytest.mark.slow
 def test_resume_in_the_middle_of_the_warmup_gives_the_same_run(npz_path, tmp_path, interrupted_after_checkpoint):
     def make(out):
         cfg = tiny_image_config("macro", npz_path)

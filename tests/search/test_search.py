@@ -38,6 +38,7 @@ def test_rnn_search_writes_the_run_directory(corpus_dir, tmp_path):
     assert set(summary_file["seconds"]) == {"shared", "controller", "eval"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("space", ["rnn", "micro"])
 def test_resume_gives_the_same_run(space, corpus_dir, npz_path, tmp_path, interrupted_after_checkpoint):
     make = (lambda: tiny_rnn_config(corpus_dir)) if space == "rnn" else (lambda: tiny_image_config(space, npz_path))
@@ -79,6 +80,7 @@ def test_nan_in_the_first_epoch_says_there_is_nothing_to_resume(corpus_dir, tmp_
         search.run()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("space", ["macro", "micro"])
 def test_image_search_end_to_end(space, npz_path, tmp_path):
     summary = Search(tiny_image_config(space, npz_path), tmp_path / "run", progress=False).run()
@@ -88,6 +90,7 @@ def test_image_search_end_to_end(space, npz_path, tmp_path):
     assert (tmp_path / "run" / "arch.png").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("space", ["macro", "micro"])
 def test_image_search_with_the_arch_as_data(space, npz_path, tmp_path):
     """``model.cell=graph``: the same search loop over the arch-as-data supernet; its checkpoint is the ordinary
@@ -109,6 +112,7 @@ def test_image_search_with_the_arch_as_data(space, npz_path, tmp_path):
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 
 
+@pytest.mark.slow
 def test_derive_again_from_a_run_directory(corpus_dir, tmp_path):
     Search(tiny_rnn_config(corpus_dir), tmp_path / "run", progress=False).run()
     summary = Search.resume(tmp_path / "run", progress=False).derive(samples=2)

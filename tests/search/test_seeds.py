@@ -107,6 +107,7 @@ def _stop_after_first_checkpoint(monkeypatch):
     monkeypatch.setattr(RunDir, "save_checkpoint", stop)
 
 
+@pytest.mark.slow
 def test_search_seeds_stop_and_resume(corpus_dir, tmp_path, capsys, monkeypatch):
     search = ["search", "--space", "rnn", "--seeds", "0,1", *_common(corpus_dir), "--set", "search.epochs=2",
               "--set", "controller.train_steps=2", "--set", "search.derive_samples=2", "--set", "search.log_archs=1"]

@@ -386,6 +386,7 @@ def test_a_tabular_space_needs_a_npz(tiny_mlp, table_path):
         make_config("macro", "demo", "search", "ptb")  # the other kinds are unchanged
 
 
+@pytest.mark.slow
 def test_a_tabular_space_is_searched_trained_evaluated_and_exported(tiny_mlp, table_path, tmp_path):
     from enas.arch import load_arch
     from enas.export.model import METADATA_NAME, export_model, load_child

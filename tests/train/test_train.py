@@ -132,6 +132,7 @@ def test_weight_average_is_the_mean_of_the_weights_after_each_step():
     assert torch.equal(model.weight, steps[-1])
 
 
+@pytest.mark.slow
 def test_averaging_resume_matches_uninterrupted(corpus_dir, tmp_path, interrupted_after_checkpoint, monkeypatch):
     """Averaging starts at the 3rd validation of a scripted loss curve; a run stopped at its epoch-4 checkpoint
     (averaging under way) and resumed ends with the uninterrupted run's averaged weights."""

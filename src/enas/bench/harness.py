@@ -20,6 +20,7 @@ the CPU-only paths off (`enas.kernels.packed`, `enas.kernels.batch_norm`), as a 
 from __future__ import annotations
 
 import contextlib
+import platform
 import resource
 import statistics
 import time
@@ -36,9 +37,15 @@ from torch.utils.flop_counter import FlopCounterMode
 from enas import kernels
 from enas.bench.launches import count_launches, graph_note, profile_compiled_kernels
 from enas.bench.models import FourConvCNN, LSTMLanguageModel, PlainCNN
+from enas.presets import make_config
 from enas.runs.environment import resolve_device
 from enas.runs.progress import Progress
+from enas.search.controller import Controller, UniformSampler
+from enas.search.reinforce import ReinforceTrainer
 from enas.spaces.base import TaskInfo
+from enas.spaces.macro.space import MacroSpace, MacroSpaceConfig
+from enas.spaces.micro.space import MicroSpace, MicroSpaceConfig
+from enas.spaces.rnn.space import RnnSpace, RnnSpaceConfig
 
 SIZES = {
     "target": {"rnn": dict(hidden=1000, batch=64, bptt=35, vocab=10000, num_nodes=12),
@@ -187,8 +194,6 @@ def _ratio_rows(space: str, times: dict[str, list[float]], items: dict[str, int]
 
 
 def _archs(space: Any, n: int) -> list[Any]:
-    from enas.search.controller import UniformSampler
-
     sampler = UniformSampler(space)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(ARCH_SEED)
@@ -197,14 +202,11 @@ def _archs(space: Any, n: int) -> list[Any]:
 
 def _space(name: str, s: dict[str, int]) -> Any:
     if name == "rnn":
-        from enas.spaces.rnn.space import RnnSpace, RnnSpaceConfig
 
         return RnnSpace(RnnSpaceConfig(hidden=s["hidden"], num_nodes=s["num_nodes"]))
     if name == "micro":
-        from enas.spaces.micro.space import MicroSpace, MicroSpaceConfig
 
         return MicroSpace(MicroSpaceConfig(channels=s["channels"], num_layers=s["num_layers"]))
-    from enas.spaces.macro.space import MacroSpace, MacroSpaceConfig
 
     return MacroSpace(MacroSpaceConfig(channels=s["channels"], num_layers=s["num_layers"]))
 
@@ -315,9 +317,6 @@ def bench_space(name: str, device: torch.device, size: str = "target", warmup: i
 def _side_rows(name: str, space: Any, supernet: nn.Module, child: nn.Module, arch: Any, info: TaskInfo,
                loss: Callable[..., torch.Tensor], items: int, device: torch.device, steps: int) -> list[dict]:
     """Controller step, eval forward (derive and validation) and final-training step, each timed on its own."""
-    from enas.presets import make_config
-    from enas.search.controller import Controller
-    from enas.search.reinforce import ReinforceTrainer
 
     repeats = max(3, steps // 4)
     rows = []
@@ -351,8 +350,6 @@ def _side_rows(name: str, space: Any, supernet: nn.Module, child: nn.Module, arc
 def run_benchmarks(spaces: list[str], device: str = "auto", size: str = "target", verbose: bool = True,
                    warmup: int = 2, steps: int = 20, compile: bool = False) -> dict[str, Any]:
     """``{"rows": [...], "device", "device_name", "threads", "torch", "size", "steps", "warmup"}``."""
-    import platform
-
     dev = resolve_device(device)
     rows = []
     progress = Progress(silent=not verbose)  # a line per phase on stderr; a bar too on a terminal

@@ -69,7 +69,7 @@ def count_launches(step: Callable[[], Any], device: torch.device) -> int:
             torch.cuda.synchronize(device)
         return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
                    and not e.name.startswith(("Memcpy", "Memset", "cudaMem")))
-    import torch._inductor.config as inductor_config
+    import torch._inductor.config as inductor_config  # on use: loads inductor, which only --compile needs
 
     with _profile([ProfilerActivity.CPU]) as prof:
         step()
@@ -89,7 +89,7 @@ def count_launches(step: Callable[[], Any], device: torch.device) -> int:
 
 def profile_compiled_kernels() -> None:
     """Make inductor's CPU kernels visible to the profiler (before compiling), so that `count_launches` sees each."""
-    import torch._inductor.config as inductor_config
+    import torch._inductor.config as inductor_config  # on use: loads inductor, which only --compile needs
 
     inductor_config.cpp.enable_kernel_profile = True
 

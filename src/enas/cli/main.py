@@ -19,7 +19,9 @@ from enas import registry
 from enas.cli.runs import cmd_derive, cmd_search, cmd_train
 from enas.cli.tools import PAPER_SPACES, cmd_bench, cmd_data, cmd_eval, cmd_export, cmd_rank, cmd_show
 from enas.errors import UserError
+from enas.export.model import add_parser as add_export_parser
 from enas.runs import distributed as dist
+from enas.runs.rundir import last_opened
 from enas.tasks import datasets
 
 
@@ -95,8 +97,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (e.g. task.root=DIR)")
-
-    from enas.export.model import add_parser as add_export_parser
 
     add_export_parser(sub)
 
@@ -195,8 +195,6 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def _interrupt_message() -> str:
-    from enas.runs.rundir import last_opened
-
     run = last_opened()
     if run is None:
         return "interrupted"

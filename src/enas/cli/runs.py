@@ -11,9 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from enas import registry
+from enas.arch import arch_from_json, load_arch, parse_fixed_arc
+from enas.build import autocast, fit_model_to_arch
+from enas.config import dump_yaml, flatten_dict, load_yaml, parse_set, set_key
 from enas.errors import UserError
 from enas.presets import checkpoint_config, resolve
 from enas.runs import distributed as dist
+from enas.runs.rundir import CHECKPOINT, RunDir
+from enas.search.loop import Search
+from enas.search.seeds import describe, first_checkpointed, parse_seeds, run_seeds
+from enas.train.final import FinalTraining
 
 
 def resolve_config(space: str, dataset: str | None, args: argparse.Namespace, command: str):
@@ -25,7 +32,6 @@ def _resume_overrides(args: argparse.Namespace) -> list[tuple[str, Any]]:
     """What a resumed run was asked to change: --config and --set keys, and --space, --data, --preset, --seed,
     --device, --cutout when given. `enas.config.apply_resume_overrides` applies the ones that may change and refuses
     the others with one line."""
-    from enas.config import flatten_dict, load_yaml, parse_set
 
     pairs = flatten_dict(load_yaml(args.config)) if args.config else []
     pairs += parse_set(args.sets)
@@ -40,8 +46,6 @@ def _default_out(command: str, space: str) -> str:
 
 
 def load_arch_arg(args: argparse.Namespace):
-    from enas.arch import load_arch, parse_fixed_arc
-
     if args.fixed_arc and args.arch:
         raise UserError("give an ARCH.json file or --fixed-arc, not both")
     if args.fixed_arc:
@@ -56,7 +60,6 @@ def load_arch_arg(args: argparse.Namespace):
 def _seeds_arg(args: argparse.Namespace) -> list[int] | None:
     if args.seeds is None:
         return None
-    from enas.search.seeds import parse_seeds
 
     if dist.active():
         raise UserError("--seeds runs the seeds one after another; under torchrun start one launch per seed, or run "
@@ -74,8 +77,6 @@ def _check_seed(found: int, seed: int, run_dir: Path) -> None:
 
 def _template(out: str, seeds: list[int]) -> dict[str, Any]:
     """The checkpoint of a checkpointed seed of a resumed multi-seed run: a seed not started yet starts from it."""
-    from enas.runs.rundir import RunDir
-    from enas.search.seeds import first_checkpointed
 
     run_dir = first_checkpointed(out, seeds)
     if run_dir is None:
@@ -87,8 +88,6 @@ def _template(out: str, seeds: list[int]) -> dict[str, Any]:
 
 
 def _seed_config(base, seed: int, overrides: list[tuple[str, Any]]):
-    from enas.config import set_key
-
     cfg = copy.deepcopy(base)
     for key, value in overrides:
         set_key(cfg, key, value)
@@ -98,7 +97,6 @@ def _seed_config(base, seed: int, overrides: list[tuple[str, Any]]):
 
 def _check_not_seeds_dir(out: str) -> None:
     """``--resume --out OUT`` without --seeds on a directory of several seeds: say how to resume them."""
-    from enas.runs.rundir import CHECKPOINT
 
     path = Path(out)
     if not (path / "checkpoints" / CHECKPOINT).is_file() and any(path.glob(f"seed-*/checkpoints/{CHECKPOINT}")):
@@ -107,8 +105,6 @@ def _check_not_seeds_dir(out: str) -> None:
 
 
 def _report_seeds(result: dict[str, Any], out: str) -> None:
-    from enas.search.seeds import describe
-
     for line in describe(result):
         print(line)
     print(f"written: {Path(out) / 'seeds.csv'}, {Path(out) / 'seeds.json'}")
@@ -138,9 +134,6 @@ def _report_search(summary: dict[str, Any]) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from enas.config import dump_yaml
-    from enas.search.loop import Search
-
     seeds = _seeds_arg(args)
     progress = not args.no_progress and None
     overrides = _resume_overrides(args) if args.resume else []
@@ -174,8 +167,6 @@ def cmd_search(args: argparse.Namespace) -> int:
             _report_search(summary)
         return 0
 
-    from enas.search.seeds import run_seeds
-
     def run_one(seed: int, run_dir: Path, resume: bool) -> dict[str, Any]:
         if resume:
             search = Search.resume(run_dir, progress=progress, overrides=overrides)
@@ -199,10 +190,6 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_derive(args: argparse.Namespace) -> int:
-    from enas.build import autocast
-    from enas.runs.rundir import CHECKPOINT
-    from enas.search.loop import Search
-
     run = Path(args.run_dir)
     if not run.is_dir():
         raise UserError(f"{run} is not a directory; pass the run directory of `enas search`")
@@ -229,9 +216,6 @@ def _report_train(summary: dict[str, Any]) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from enas.config import dump_yaml
-    from enas.train.final import FinalTraining
-
     seeds = _seeds_arg(args)
     progress = not args.no_progress and None
     overrides = _resume_overrides(args) if args.resume else []
@@ -251,7 +235,6 @@ def cmd_train(args: argparse.Namespace) -> int:
                 raise UserError(f"--cutout applies to image classifiers, not to the {arch.space} space ({kind})")
             cfg.task.cutout = args.cutout
         if args.print_config:
-            from enas.build import fit_model_to_arch
 
             fit_model_to_arch(cfg, arch)
             print(dump_yaml(cfg), end="")
@@ -269,9 +252,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         if dist.is_main():
             _report_train(summary)
         return 0
-
-    from enas.arch import arch_from_json
-    from enas.search.seeds import run_seeds
 
     def run_one(seed: int, run_dir: Path, resume: bool) -> dict[str, Any]:
         if resume:

@@ -7,19 +7,28 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from enas import registry
+from enas.bench.harness import run_benchmarks
+from enas.build import build_space, build_task, fit_model_to_arch
 from enas.cli.runs import load_arch_arg
+from enas.config import parse_set, set_key
 from enas.errors import UserError
+from enas.export.model import cmd_export as run
+from enas.presets import default_dataset, make_config
 from enas.registry import text_space
+from enas.search.rank import rank_run
+from enas.spaces.base import TaskInfo
 from enas.tasks import datasets
+from enas.tasks.datasets.images import load_image_dataset
+from enas.train.final import evaluate_model
+from enas.viz.arch import draw_arch
 
 PAPER_SPACES = ("rnn", "macro", "micro")  # the spaces `enas bench` measures
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from enas.config import parse_set
-    from enas.train.final import evaluate_model
-
     metrics = evaluate_model(args.model, args.data, args.device, parse_set(args.sets), split=args.split)
     print(json.dumps({f"{args.split}_{k}": v for k, v in metrics.items()}))
     return 0
@@ -27,12 +36,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def show_info(arch, args: argparse.Namespace) -> dict[str, Any]:
     """The JSON object of `enas show --json`: space, arch, fixed_arc, params and the sizes assumed."""
-    import torch
-
-    from enas.build import build_space, fit_model_to_arch
-    from enas.config import parse_set, set_key
-    from enas.presets import default_dataset, make_config
-    from enas.spaces.base import TaskInfo
 
     dataset = args.data or default_dataset(arch.space)
     cfg = make_config(arch.space, args.preset, "train", dataset)
@@ -42,7 +45,6 @@ def show_info(arch, args: argparse.Namespace) -> dict[str, Any]:
     if dataset in datasets.DATASETS:  # the shapes a named dataset has, without loading it
         info = TaskInfo(**datasets.DATASETS[dataset].info)
     else:
-        from enas.build import build_task
 
         info = build_task(cfg, torch.device("cpu")).info
     with torch.device("meta"):  # count parameters without allocating them
@@ -66,7 +68,6 @@ def cmd_show(args: argparse.Namespace) -> int:
     info = show_info(arch, args)
     picture = None
     if args.output:
-        from enas.viz.arch import draw_arch
 
         picture = str(draw_arch(arch, args.output))
         info["picture"] = picture
@@ -83,8 +84,6 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from enas.bench.harness import run_benchmarks
-
     if args.steps < 1 or args.warmup < 0:
         raise UserError("--steps must be at least 1 and --warmup at least 0")
     out = Path(args.json_out) if args.json_out else None
@@ -111,7 +110,6 @@ def cmd_data(args: argparse.Namespace) -> int:
         print(json.dumps({"dataset": args.name, "vocab": len(corpus.vocab),
                           **{f"{s}_tokens": len(getattr(corpus, s)) for s in ("train", "valid", "test")}}))
         return 0
-    from enas.tasks.datasets.images import load_image_dataset
 
     ds = load_image_dataset(args.name, root=args.root)
     print(json.dumps({"dataset": ds.name, "train": tuple(ds.train_images.shape), "test": tuple(ds.test_images.shape),
@@ -120,8 +118,6 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_rank(args: argparse.Namespace) -> int:
-    from enas.search.rank import rank_run
-
     r = rank_run(args.run_dir, args.archs, args.train_epochs, uniform=args.uniform, seed=args.seed,
                  progress=not args.no_progress and None)
 
@@ -136,6 +132,4 @@ def cmd_rank(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from enas.export.model import cmd_export as run
-
     return run(args)

@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+
+from enas.build import build_task
 from enas.errors import UserError
 
 if TYPE_CHECKING:  # torch is imported where it is used: building the CLI's parser must not import it
@@ -29,7 +32,6 @@ def is_tabular(raw: dict[str, Any]) -> bool:
 def describe(child: nn.Module, raw: dict[str, Any], cfg: Any, arch: Any, source: Path, fmt: str,
              seq_len: int | None = None, data: bool = True) -> dict[str, Any]:
     """The metadata stored with an exported model (see the module docstring of `enas.export.model`)."""
-    import torch
 
     info = raw["task_info"]
     meta: dict[str, Any] = {
@@ -98,10 +100,6 @@ def describe(child: nn.Module, raw: dict[str, Any], cfg: Any, arch: Any, source:
 
 
 def _load_task(cfg: Any) -> Any:
-    import torch
-
-    from enas.build import build_task
-
     return build_task(cfg, torch.device("cpu"))
 
 

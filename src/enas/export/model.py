@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -40,8 +41,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+from torch import nn
+
+from enas.build import build_space
 from enas.errors import UserError
 from enas.export.describe import describe, is_language_model, is_tabular
+from enas.runs.environment import resolve_device
+from enas.runs.rundir import atomic_write_bytes
+from enas.spaces.base import TaskInfo
+from enas.train.final import load_model_file
 
 if TYPE_CHECKING:  # torch is imported where it is used: building the CLI's parser must not import it
     import torch
@@ -56,7 +65,6 @@ def wrap(child: nn.Module, language_model: bool, tabular: bool = False) -> nn.Mo
     """The eval-mode ``child`` behind a plain-tensor forward: ``logits = model(images)`` for an image classifier
     (no auxiliary head), ``logits = model(features)`` for a tabular classifier (``tabular=True``),
     ``logits, next_hidden = model(tokens, hidden)`` for a language model (no extras)."""
-    from torch import nn
 
     class ImageClassifier(nn.Module):
         def __init__(self, child: nn.Module):
@@ -157,7 +165,6 @@ def check_format(fmt: str) -> None:
 
 
 def _importable(name: str) -> bool:
-    import importlib.util
 
     try:
         return importlib.util.find_spec(name) is not None
@@ -173,9 +180,6 @@ def _importable(name: str) -> bool:
 def load_child(source: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any], Any, Any]:
     """The trained child of ``source`` (run directory or model.pt) in eval mode on ``device``
     -> (child, raw model-file dict, config, arch)."""
-    from enas.build import build_space
-    from enas.spaces.base import TaskInfo
-    from enas.train.final import load_model_file
 
     raw, cfg, arch = load_model_file(source)
     info = TaskInfo(**raw["task_info"])
@@ -192,7 +196,6 @@ def export_program(child: nn.Module, raw: dict[str, Any], cfg: Any, seq_len: int
                    device: str | torch.device = "cpu") -> torch.export.ExportedProgram:
     """`torch.export.export` of the eval-mode ``child`` behind `wrap`'s plain-tensor forward, with a dynamic
     batch dimension (the language model's window length is fixed at ``seq_len``)."""
-    import torch
 
     info = raw["task_info"]
     batch = torch.export.Dim("batch", min=1)
@@ -253,9 +256,6 @@ def export_model(source: str | Path, fmt: str = "torch-export", out: str | Path 
 
 def _export(source: str | Path, fmt: str, out: str | Path | None, device: str, seq_len: int | None,
             data: bool) -> tuple[Path, dict[str, Any]]:
-    import torch
-
-    from enas.runs.environment import resolve_device
 
     check_format(fmt)
     model_path = resolve_source(source)
@@ -276,7 +276,6 @@ def _export(source: str | Path, fmt: str, out: str | Path | None, device: str, s
     text = json.dumps(meta, indent=1)
     try:
         if fmt == "torch-export":
-            from enas.runs.rundir import atomic_write_bytes
 
             atomic_write_bytes(out, lambda f: torch.export.save(program, f, extra_files={METADATA_NAME: text}))
         else:
@@ -288,8 +287,6 @@ def _export(source: str | Path, fmt: str, out: str | Path | None, device: str, s
 
 
 def _write_onnx(program: torch.export.ExportedProgram, meta: dict[str, Any], text: str, out: Path) -> None:
-    import torch
-
     names = {"input_names": [i["name"] for i in meta["inputs"]], "output_names": [o["name"] for o in meta["outputs"]]}
     dynamic = {i["name"]: {d: "batch" for d, size in enumerate(i["shape"]) if size == "batch"} for i in meta["inputs"]}
     with _quiet():

@@ -250,7 +250,7 @@ class RunDir:
     def _tensorboard(self, record: dict[str, Any]) -> None:
         if self._tb is None:
             try:
-                from torch.utils.tensorboard import SummaryWriter
+                from torch.utils.tensorboard import SummaryWriter  # optional: tensorboard may be absent
             except Exception:  # the tensorboard package is optional
                 self._tb = False
                 return

@@ -44,6 +44,7 @@ from enas.search.diagnostics import PHASES, ArchCounter, CollapseMonitor, epoch_
 from enas.search.reinforce import ReinforceTrainer
 from enas.train.optim import DivergenceWatch, StatsMean, lr_at, make_sgd, set_lr, sgd_step
 from enas.validate import validate_config
+from enas.viz.arch import draw_arch, plot_curves, plot_op_shares
 
 POLICIES = ("enas", "random")
 
@@ -303,7 +304,6 @@ class Search:
         save_arch(best, self.run_dir.path / "arch.json")
         picture = None
         try:
-            from enas.viz.arch import draw_arch, plot_curves, plot_op_shares
 
             picture = draw_arch(best, self.run_dir.path / "arch.png", title=f"{self.cfg.space}: best derived arch")
             if self.run_dir.read_metrics("epoch"):

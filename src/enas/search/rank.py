@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from enas.arch import Arch, arch_from_json, load_arch
 from enas.build import autocast
@@ -39,7 +41,10 @@ from enas.registry import text_space
 from enas.runs.environment import seed_everything
 from enas.runs.rundir import CHECKPOINT, atomic_write_text
 from enas.search import scoring
+from enas.search.controller import UniformSampler
+from enas.search.loop import Search
 from enas.search.stats import average_ranks, kendall_tau, spearman_rho
+from enas.train.final import FinalTraining
 
 RANK_DIR = "rank"
 ARCHS_FORMAT = "enas-rank-archs"
@@ -65,9 +70,6 @@ def rank_run(run_dir: str | Path, archs: int, train_epochs: int, uniform: bool =
     if not (run / "checkpoints" / CHECKPOINT).is_file():
         raise UserError(f"{run} has no checkpoint (checkpoints/{CHECKPOINT}); pass a search run that finished at "
                         "least one epoch")
-
-    from enas.search.controller import UniformSampler
-    from enas.search.loop import Search
 
     try:
         search = Search.resume(run, progress=progress)
@@ -239,7 +241,6 @@ def _check_finished(d: Path, epochs: int, seed: int) -> bool:
 def _train(arch: Arch, d: Path, child_cfg: Any, epochs: int, seed: int, progress: bool | None, say: Any,
            label: str) -> str:
     """Train ``arch`` in ``d`` unless that run finished; returns "reused", "resumed", "trained" or "diverged"."""
-    from enas.train.final import FinalTraining
 
     if _check_finished(d, epochs, seed):
         return "reused"
@@ -318,8 +319,6 @@ def plot_rank(supernet: list[float], standalone: list[float], path: str | Path, 
               score_label: str = "score", subtitle: str = "") -> Path:
     """Scatter of supernet scores (x) against standalone scores (y), each point labelled with its arch index;
     Kendall's tau and Spearman's rho in the title. Writes a PNG to ``path`` and returns the path."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
     fig = Figure(figsize=(5.2, 4.6))
     FigureCanvasAgg(fig)

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from enas.errors import ConfigError
@@ -139,7 +140,6 @@ class ClassificationTask(Task):
     def batch_loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], arch: Any = None) -> float:
         """Mean cross-entropy of ``arch`` (``logits, _ = model(x)``) on one minibatch; sharded, every rank's sum
         and rows together, so that each rank returns the figure of the global minibatch."""
-        import torch.nn.functional as F
 
         x, y = batch
         ce = 0.0
@@ -155,7 +155,6 @@ class ClassificationTask(Task):
     def evaluate(self, model: nn.Module, split: str, arch_fn: Callable[[], Any] | None = None) -> dict[str, float]:
         """Mean CE and accuracy over the whole split in ``eval_batch_size`` chunks (no augmentation);
         ``arch_fn()`` picks the arch of each chunk. Returns ``{"loss", "acc", "score" (= acc), "n"}``."""
-        import torch.nn.functional as F
 
         _, labels = self._split(split)  # checks the split's name and size
         n = labels.shape[0]

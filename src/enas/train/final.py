@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from enas import kernels, registry
-from enas.arch import Arch, arch_from_json
+from enas.arch import Arch, arch_from_json, save_arch
 from enas.build import autocast, build_space, build_task, explain_out_of_memory, fit_model_to_arch
 from enas.config import Config, apply_resume_overrides, dump_yaml, set_key
 from enas.errors import ConfigError, UserError
@@ -31,6 +31,7 @@ from enas.runs.progress import Progress
 from enas.runs.rundir import atomic_write_bytes, open_run_dir
 from enas.train.optim import DivergenceWatch, StatsMean, lr_at, make_sgd, set_lr, sgd_step
 from enas.validate import validate_config
+from enas.viz.arch import plot_curves
 
 MODEL_FORMAT = "enas-model"
 
@@ -142,7 +143,6 @@ class FinalTraining:
             self._restore(ckpt)
         else:
             self.run_dir.write_text("config.yaml", dump_yaml(cfg))
-            from enas.arch import save_arch
 
             if dist.is_main():
                 save_arch(arch, self.run_dir.path / "arch.json")
@@ -285,7 +285,6 @@ class FinalTraining:
         self.run_dir.log("test", epoch=self.epoch, **{f"test_{k}": v for k, v in test.items()})
         self.run_dir.write_json("summary.json", summary)
         try:
-            from enas.viz.arch import plot_curves
 
             if dist.is_main():
                 plot_curves(self.run_dir.metrics_path, self.run_dir.path / "curves.png")

@@ -17,6 +17,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from enas import registry
+from enas.arch import arch_from_json
 from enas.errors import ArchError, ConfigError, UserError
 from enas.viz.curves import plot_curves, plot_op_shares
 from enas.viz.dag import new_figure, save_figure
@@ -27,7 +29,6 @@ def _arch_dict(arch: Any) -> dict[str, Any]:
     obj = arch.to_json() if callable(getattr(arch, "to_json", None)) else arch
     if not isinstance(obj, dict):
         raise ArchError(f"cannot draw a {type(arch).__name__}; pass an Arch or its JSON dict with a 'space' field")
-    from enas import registry
 
     space = obj.get("space")
     if not isinstance(space, str) or space not in registry.names() and not obj.get("space_source"):
@@ -46,7 +47,6 @@ def draw_arch(arch: Any, path: str | os.PathLike, title: str | None = None, dpi:
     if not isinstance(dpi, (int, float)) or isinstance(dpi, bool) or not 10 <= dpi <= 1200:
         raise ConfigError(f"dpi must be a number between 10 and 1200, got {dpi!r}")
     d = _arch_dict(arch)
-    from enas import registry
 
     try:
         draw = registry.get(d["space"], d.get("space_source", "")).load("draw") or draw_text
@@ -57,7 +57,6 @@ def draw_arch(arch: Any, path: str | os.PathLike, title: str | None = None, dpi:
 
 def draw_text(d: dict[str, Any], title: str | None) -> Figure:
     """The picture of a space without its own drawing: the arch's summary (`Arch.describe`) in a box."""
-    from enas.arch import arch_from_json
 
     text = arch_from_json(d).describe()
     lines = text.splitlines() or [""]

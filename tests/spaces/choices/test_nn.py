@@ -143,6 +143,7 @@ TINY_CNN = ["--preset", "demo", "--device", "cpu", "--set", "task.train_subset=n
             "--set", "model.channels=4", "--set", "model.layers=3", "--no-progress"]
 
 
+@pytest.mark.slow
 def test_the_cnn_example_is_searched_shown_and_trained_from_the_cli(npz_path, tmp_path):
     search, train = tmp_path / "search", tmp_path / "train"
     assert main(["search", "--space", f"{CNN}:SPACE", "--data", str(npz_path), "--out", str(search), *TINY_CNN,
@@ -159,6 +160,7 @@ def test_the_cnn_example_is_searched_shown_and_trained_from_the_cli(npz_path, tm
     assert 0.0 <= json.loads((train / "summary.json").read_text())["test_acc"] <= 1.0
 
 
+@pytest.mark.slow
 def test_the_mlp_example_is_searched_and_trained_on_a_table_from_the_cli(tmp_path):
     import numpy as np
 

@@ -152,7 +152,7 @@ def test_cell_flag_end_to_end():
 
 
 def test_unknown_cell_is_refused():
-    with pytest.raises(ConfigError, match="model.cell must be one of fast, reference, graph; got 'slow'"):
+    with pytest.raises(ConfigError, match="model.cell must be one of path, graph, reference; got 'slow'"):
         config(cell="slow")
     with pytest.raises(ConfigError, match="model.cell"):
         RnnSpaceConfig(cell="").validate()

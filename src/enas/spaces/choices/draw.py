@@ -16,6 +16,12 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from enas.arch import arch_from_json
+from enas.spaces.base import TaskInfo
+from enas.spaces.choices.modules import InputChoice, OpChoice
+from enas.viz.arch import draw_text
+from enas.viz.dag import Dag, Edge, draw_dag, new_figure
+
 _CANDIDATE = re.compile(r"^(?P<choice>.*)\.candidates\.(?P<name>[^.]+)$")
 _FUNCTION_NAMES = {operator.add: "+", operator.iadd: "+", operator.mul: "×", operator.sub: "−",
                    operator.truediv: "÷", operator.getitem: "[ ]", torch.cat: "concat", torch.add: "+",
@@ -34,7 +40,6 @@ class _Tracer(fx.Tracer):
 def trace_path(net: nn.Module) -> list[tuple[str, str, list[int]]]:
     """(text, fill, input node indices) per node of the traced forward of ``net``, in topological order, without
     the nodes that do not reach the output. Raises whatever `torch.fx` raises on an untraceable forward."""
-    from enas.spaces.choices.modules import InputChoice, OpChoice
 
     graph = _Tracer().trace(net)
     live: set[fx.Node] = set()
@@ -88,10 +93,6 @@ def _choice_owner(node: fx.Node, labels: dict[str, str]) -> str | None:
 
 def draw_choice_path(space: Any, d: dict[str, Any], title: str | None) -> Any:
     """The figure of the path of arch ``d`` (its JSON dict) through ``space`` (a `enas.nn.ChoiceSpace`)."""
-    from enas.arch import arch_from_json
-    from enas.spaces.base import TaskInfo
-    from enas.viz.arch import draw_text
-    from enas.viz.dag import Dag, Edge, draw_dag, new_figure
 
     arch = arch_from_json(d)
     info = TaskInfo(vocab_size=10, in_channels=3, image_size=8, num_classes=2, in_features=4)

@@ -12,10 +12,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from enas.arch import Arch
+from enas.arch import Arch, arch_from_json
 from enas.errors import ArchError, ConfigError
 from enas.registry import SpaceEntry
 from enas.spaces.base import Action, Decision, Space, TaskInfo
+from enas.spaces.choices.draw import draw_choice_path
 from enas.spaces.choices.modules import BUILDING, ChoiceArch, ChoiceNet, OpChoice, discover
 
 
@@ -158,8 +159,6 @@ def choice_space(name: str, task: str, model_fn: Callable[[Any, TaskInfo], nn.Mo
         return ChoiceSpace(config, name, arch_cls, model_fn)
 
     def draw(d: dict[str, Any], title: str | None) -> Any:  # the chosen path, traced (`enas.spaces.choices.draw`)
-        from enas.arch import arch_from_json
-        from enas.spaces.choices.draw import draw_choice_path
 
         model = presets("demo", "search").model
         if fit_config is not None:

