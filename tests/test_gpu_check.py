@@ -30,6 +30,7 @@ def test_gpu_check_smoke_runs_every_space(tmp_path):
     assert "| micro | search |" in proc.stdout and "| rnn | search, graph cell compiled |" in proc.stdout
 
 
+@pytest.mark.slow
 def test_gpu_check_refuses_cuda_without_a_gpu():
     import torch
 

@@ -64,6 +64,7 @@ def test_enas_policy_is_the_default_and_trains_the_controller(corpus_dir, tmp_pa
     assert summary["policy"] == "enas" and search.trainer.step_count == cfg.controller.train_steps
 
 
+@pytest.mark.slow
 def test_random_policy_resumes_exactly(npz_path, tmp_path, interrupted_after_checkpoint):
     def make():
         return _random(tiny_image_config("macro", npz_path))
@@ -102,6 +103,7 @@ def test_policy_is_validated_and_kept_on_resume(corpus_dir, tmp_path):
     assert summary["policy"] == "random" and summary["candidates"] == 2
 
 
+@pytest.mark.slow
 def test_controller_flag(corpus_dir, tmp_path, capsys):
     common = ["--preset", "demo", "--device", "cpu", "--no-progress", "--set", f"task.root={corpus_dir}",
               "--set", "task.max_tokens=null", "--set", "model.hidden=16", "--set", "model.num_nodes=4",

@@ -81,6 +81,7 @@ def test_macro_rank_files_resume_and_reuse(macro_run, capsys, interrupted_after_
     assert len(err) == 1 and "--train-epochs 2" in err[0]
 
 
+@pytest.mark.slow
 def test_rnn_run_of_the_random_policy_samples_uniformly(corpus_dir, tmp_path):
     cfg = tiny_rnn_config(corpus_dir)
     cfg.search.epochs, cfg.search.derive_samples = 1, 1

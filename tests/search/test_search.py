@@ -18,6 +18,7 @@ def _epoch_lines(run_dir):
     return [{k: v for k, v in r.items() if not k.startswith("seconds")} for r in keep]
 
 
+@pytest.mark.slow
 def test_rnn_search_writes_the_run_directory(corpus_dir, tmp_path):
     cfg = tiny_rnn_config(corpus_dir)
     summary = Search(cfg, tmp_path / "run", progress=False).run()

@@ -139,6 +139,7 @@ def test_search_seeds_stop_and_resume(corpus_dir, tmp_path, capsys, monkeypatch)
     assert json.loads((stopped / "seeds.json").read_text())["metrics"] == result["metrics"]
 
 
+@pytest.mark.slow
 def test_train_seeds(corpus_dir, tmp_path, capsys):
     out = tmp_path / "t"
     args = ["train", "--fixed-arc", "0 0 0 1 1 2 1", "--space", "rnn", "--seeds", "2,5", "--out", str(out),
