@@ -1,9 +1,8 @@
 """One place that checks a whole config once the preset, a YAML file, every ``--set`` and (on resume) the allowed
 changes are merged: types, ranges, finiteness and choices, each failure a `ConfigError` that names the key.
 
-The per-part checks that already exist (`ControllerConfig.check`, the task configs' checks, the space configs'
-``validate`` / ``__post_init__``) run from here too, so that a value set after a config object was built is
-checked as well.
+Every section with its own rules (the controller, the space's model config, the task config) has a ``validate()``
+method, run from here too, so that a value set after a config object was built is checked as well.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ from typing import Any
 
 from enas.config import Config, OptimConfig, flatten
 from enas.errors import ConfigError
-from enas.tasks.images import check_image_config
 
 SEED_MAX = 2**32 - 1
 SCHEDULES = ("cosine", "decay", "constant")
@@ -111,14 +109,8 @@ def validate_config(cfg: Config) -> Config:
     c = cfg.controller
     for key in ("lr", "entropy_weight", "skip_weight"):
         _number(f"controller.{key}", getattr(c, key), 0.0)
-    c.check()
-    model_check = getattr(cfg.model, "validate", None) or getattr(cfg.model, "__post_init__", None)
-    if model_check is not None:
-        model_check()
-    task_check = getattr(cfg.task, "validate", None)
-    if task_check is not None:
-        task_check()
-    else:
-
-        check_image_config(cfg.task)
+    for section in (cfg.controller, cfg.model, cfg.task):  # each section checks its own values the same way
+        check = getattr(section, "validate", None)  # a user space's model config may have none
+        if check is not None:
+            check()
     return cfg

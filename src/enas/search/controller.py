@@ -66,7 +66,7 @@ class ControllerConfig:
     elite_size: int = 0
     elite_weight: float = 0.0
 
-    def check(self) -> None:
+    def validate(self) -> None:
         """Raise `ConfigError` on a value that cannot work."""
         positive = {
             "lstm_size": self.lstm_size,
@@ -159,7 +159,7 @@ class Controller(nn.Module):
     def __init__(self, space: Space, cfg: ControllerConfig | None = None):
         super().__init__()
         cfg = cfg if cfg is not None else ControllerConfig()
-        cfg.check()
+        cfg.validate()
         self.space, self.cfg = space, cfg
         self.decisions = list(space.decisions())
         vocabs = space.vocabularies()

@@ -38,7 +38,7 @@ class ReinforceTrainer:
 
     def __init__(self, controller: Controller, cfg: ControllerConfig | None = None):
         cfg = cfg if cfg is not None else controller.cfg
-        cfg.check()
+        cfg.validate()
         params = [p for p in controller.parameters() if p.requires_grad]
         if not params:
             raise ValueError("the controller has no trainable parameters (a uniform sampler is not trained)")

@@ -56,6 +56,10 @@ class ImageTaskConfig:
     train_subset: int | None = None  # keep the first N training images (before the split); for demos and tests
     test_subset: int | None = None  # keep the first N test images
 
+    def validate(self) -> None:
+        """Raise ConfigError on the first bad value."""
+        check_image_config(self)
+
 
 def check_image_config(cfg: ImageTaskConfig) -> None:
     for key in ("batch_size", "eval_batch_size", "reward_batch_size"):
@@ -173,7 +177,7 @@ class ImageClassificationTask(ClassificationTask):
         self, cfg: ImageTaskConfig, device: str | torch.device = "cpu", seed: int = 0,
         dataset: ImageDataset | None = None,
     ) -> None:  # fmt: skip
-        check_image_config(cfg)
+        cfg.validate()
         self.cfg = cfg
         self.device = torch.device(device)
         data = dataset if dataset is not None else load_image_dataset(cfg.dataset, cfg.root, cfg.url, cfg.cache_dir)

@@ -56,6 +56,10 @@ class MacroSpaceConfig:
 
     def __post_init__(self) -> None:
         self.ops = tuple(self.ops)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ConfigError on the first bad value (also on construction)."""
         check_cell_options(self.cell, self.compile_cell)
         if not isinstance(self.num_layers, int) or self.num_layers < 1:
             raise ConfigError(f"macro num_layers must be a positive integer, got {self.num_layers!r}")

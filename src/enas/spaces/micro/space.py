@@ -55,6 +55,10 @@ class MicroSpaceConfig:
     compile_cell: bool = False
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ConfigError on the first bad value (also on construction)."""
         if self.num_layers < 1:
             raise ConfigError(f"micro num_layers must be >= 1 (cells = num_layers + 2), got {self.num_layers}")
         if self.channels < 2 or self.channels % 2:
