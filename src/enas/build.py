@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import torch
 
-from enas import kernels, registry
+from enas import kernels
 from enas.config import Config
 from enas.errors import UserError
 from enas.spaces.base import Space
@@ -22,7 +22,7 @@ def build_space(cfg: Config) -> Space:
     """The `Space` of ``cfg.space`` (any registered space; `enas.registry`) over ``cfg.model``; applies the run's
     kernel switches (``cfg.kernels``) for this process."""
     kernels.configure(cfg.kernels)
-    return registry.get(cfg.space, cfg.space_source).build(cfg.model)
+    return cfg.entry().build(cfg.model)
 
 
 #: The task class of each task kind a space entry names (`enas.registry.TASKS`).
@@ -32,7 +32,7 @@ TASKS: dict[str, type[Task]] = {"text": LanguageModelTask, "images": ImageClassi
 
 def build_task(cfg: Config, device: torch.device, seed: int | None = None) -> Task:
     seed = cfg.seed if seed is None else seed
-    kind = registry.get(cfg.space, cfg.space_source).task
+    kind = cfg.entry().task
     task_cfg = cfg.task if kind == "text" else dataclasses.replace(cfg.task, dataset=cfg.dataset)
     return TASKS[kind](task_cfg, device=device, seed=seed)
 
@@ -48,12 +48,12 @@ def autocast(cfg: Config, device: torch.device) -> contextlib.AbstractContextMan
 
 def uses_bf16(cfg: Config, device: torch.device) -> bool:
     return cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda"
-                                       and registry.get(cfg.space, cfg.space_source).task == "images")
+                                       and cfg.entry().task == "images")
 
 
 def fit_model_to_arch(cfg: Config, arch) -> None:
     """Set the size fields an arch determines (e.g. number of recurrent nodes or macro layers) on ``cfg.model``."""
-    fit = registry.get(cfg.space, cfg.space_source).load("fit_config")
+    fit = cfg.entry().load("fit_config")
     if fit is not None:
         fit(cfg.model, arch)
 
@@ -75,7 +75,7 @@ def explain_out_of_memory(cfg: Config, what: str) -> Iterator[None]:
     except (MemoryError, RuntimeError) as e:
         if not is_out_of_memory(e):
             raise
-        keys = registry.get(cfg.space, cfg.space_source).size_keys  # the settings that decide the model's memory
+        keys = cfg.entry().size_keys  # the settings that decide the model's memory
         sizes = [f"model.{k}={getattr(cfg.model, k)}" for k in keys if hasattr(cfg.model, k)]
         sizes.append(f"task.batch_size={getattr(cfg.task, 'batch_size', '?')}")
         where = "the GPU" if "cuda" in str(e).lower() else "memory"

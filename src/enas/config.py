@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from enas import registry
 from enas.errors import ConfigError
 from enas.kernels import KernelsConfig
 from enas.kernels.compiled import OLD_CELL_NAMES
@@ -100,6 +101,13 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return to_plain(self)
+
+    def entry(self) -> Any:
+        """The run's `enas.registry.SpaceEntry`, looked up once (from `space` and `space_source`) and kept."""
+        cached = self.__dict__.get("_entry")
+        if cached is None or (cached.name, cached.source) != (self.space, self.space_source or cached.source):
+            cached = self.__dict__["_entry"] = registry.get(self.space, self.space_source)
+        return cached
 
 
 def to_plain(obj: Any) -> Any:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from enas import kernels, registry
+from enas import kernels
 from enas.arch import Arch, arch_from_json, save_arch
 from enas.build import autocast, build_space, build_task, explain_out_of_memory, fit_model_to_arch
 from enas.config import Config, apply_resume_overrides, dump_yaml, set_key
@@ -329,7 +329,7 @@ def evaluate_model(path: str | Path, dataset: str | None = None, device: str = "
     """Recompute the metrics of a saved model on ``split`` of its data (or of ``dataset``)."""
     state, cfg, arch = load_model_file(path)
     if dataset:
-        task = registry.get(cfg.space).task
+        task = cfg.entry().task
         fits = {"text": dataset == "ptb", "images": dataset != "ptb", "tabular": dataset.endswith(".npz")}[task]
         if not fits:
             kind = {"text": "a language model", "images": "an image classifier",
