@@ -15,7 +15,7 @@ vectorises well (16, 32, 40, 72, 80 channels: 0.5-0.9x) and on small maps, hence
 The variance comes from the sums of squares (E[x^2] - E[x]^2). Where that loses precision (a channel whose mean is
 large against its spread) the library's kernel runs instead: the check costs one read of C values (the tensors are
 on the CPU, so reading them does not wait for a device). Values and gradients equal ``F.batch_norm``'s up to float32
-rounding (tests/test_batch_norm.py).
+rounding (tests/kernels/test_batch_norm.py).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ tensors (`arch_index`) and every step runs the same kernels:
 This is what the authors' macro search graph computed (their TF1 code built every branch and picked one with
 ``tf.case``). It costs the FLOPs of every branch, and in exchange one ``torch.compile`` artefact, or one CUDA graph,
 serves every sampled arch. Outputs, gradients and running statistics equal the sampled-path network's
-(tests/spaces/test_macro_graph.py); the weights off the path get a zero gradient instead of none, so weight decay
+(tests/spaces/macro/test_macro_graph.py); the weights off the path get a zero gradient instead of none, so weight decay
 and momentum move them as they did in the authors' code.
 """
 

@@ -16,7 +16,7 @@ Here the sampled arch arrives as index tensors (`arch_index`) and every slot of 
 This is the authors' micro supernet computation (their code ran every op of a slot and picked one by ``op_id``, and
 gathered the shared weights by ``prev_cell``): it costs the FLOPs of every candidate op, and in exchange one
 ``torch.compile`` artefact, or one CUDA graph, serves every sampled arch. Outputs and gradients equal the
-sampled-path cell's (tests/spaces/test_micro_graph.py); the weights of ops the arch did not sample get a zero
+sampled-path cell's (tests/spaces/micro/test_micro_graph.py); the weights of ops the arch did not sample get a zero
 gradient instead of none, so weight decay and momentum move them as they did in the authors' code.
 """
 

@@ -24,7 +24,7 @@ Speed (CPU, B rows per step; the per-step products are bound by reading the weig
 
 The models (`enas.spaces.rnn.space`) describe their weights through `CellWeights` (views of their parameters) and call
 `run_cell`. The reference: `enas.spaces.rnn.reference.run_cell_reference` computes the same in plain autograd, one
-product per node and step, as the equations read (``model.cell=reference``; tests/spaces/test_rnn_reference.py).
+product per node and step, as the equations read (``model.cell=reference``; tests/spaces/rnn/test_rnn_reference.py).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ so one `torch.compile` artefact (``model.compile_cell=true``; on a GPU it also c
 sampled arch without recompiling. The price is computing all four activations per node and gathering the parent
 from a stack of the earlier states (memory traffic of about a fifth of the weight reads at 12 nodes); the matrices
 are gathered once per forward by an ordinary ``stack`` of the path's parameters, so unused matrices still get no
-gradient, as in the fast cell. Results equal the reference cell's (tests/spaces/test_rnn_reference.py).
+gradient, as in the fast cell. Results equal the reference cell's (tests/spaces/rnn/test_rnn_reference.py).
 """
 
 from __future__ import annotations
