@@ -150,27 +150,6 @@ def test_checkpoints_store_the_config_as_a_plain_dict(corpus_dir, tmp_path, inte
     assert cfg.model.hidden == 16 and cfg.task.bptt == 8 and isinstance(cfg.model.activations, tuple)
 
 
-@pytest.mark.slow
-def test_a_checkpoint_of_the_first_layout_resumes_to_the_same_run(corpus_dir, tmp_path, capsys,
-                                                                   interrupted_after_checkpoint):
-    """The first layout pickled the Config dataclass; a field renamed or removed since then must not break resume."""
-    from enas.search.loop import Search
-    from tests.conftest import tiny_rnn_config
-
-    Search(tiny_rnn_config(corpus_dir), tmp_path / "full", progress=False).run()
-    path = _stopped_search(corpus_dir, tmp_path / "old", interrupted_after_checkpoint)
-    ckpt = torch.load(path, weights_only=False)
-    cfg = tiny_rnn_config(corpus_dir)  # what the first layout pickled: the Config object itself, no "command"
-    vars(cfg.search)["retired_option"] = 3  # a field this version no longer has
-    ckpt["config"] = cfg
-    del ckpt["command"]
-    torch.save(ckpt, path)
-
-    Search.resume(tmp_path / "old", progress=False).run()
-    assert "search.retired_option" in capsys.readouterr().err
-    assert _final_lines(tmp_path / "old") == _final_lines(tmp_path / "full")
-
-
 def test_a_renamed_config_key_is_migrated_on_load(corpus_dir, tmp_path, monkeypatch, interrupted_after_checkpoint):
     import enas.config
 

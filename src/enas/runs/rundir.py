@@ -17,6 +17,8 @@ import fcntl
 import json
 import math
 import os
+import pickle
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -74,6 +76,33 @@ def _clean(value: Any) -> Any:
 
 LOCK = ".lock"
 _OPENED: list[Path] = []  # run directories opened by this process, latest last (for the interrupt message)
+
+
+class UnsafeFileError(UserError):
+    """A checkpoint or model file that holds more than tensors and plain values: loading it could run code."""
+
+
+def _numpy_array_globals() -> list[Any]:
+    """What unpickling a numpy array needs (the RNG state in a checkpoint): data, no code."""
+    core = getattr(np, "_core", None) or np.core
+    return [core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def load_tensors(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+    """``torch.load`` that never runs code from the file: tensors, numpy arrays and plain Python values only
+    (``weights_only=True``). A file holding anything else raises `UnsafeFileError` naming what it holds; a file that
+    cannot be read raises the library's own error."""
+    try:
+        with torch.serialization.safe_globals(_numpy_array_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        text = str(e)
+        if "unsupported global" not in text.lower():  # not a forbidden object: a damaged file, said by the caller
+            raise
+        found = re.search(r"GLOBAL ([\w.]+)", text, re.IGNORECASE)
+        what = found.group(1) if found else "a Python object"
+        raise UnsafeFileError(f"{path} holds {what}, not only tensors and plain values; enas does not load files that "
+                              "could run code: use files written by this version of enas") from None
 
 
 def last_opened() -> Path | None:
@@ -278,7 +307,9 @@ class RunDir:
     def load_checkpoint(self, map_location: Any = "cpu") -> dict[str, Any]:
         """The last checkpoint as stored: its ``config`` a plain dict (`enas.presets.checkpoint_config` rebuilds it)."""
         try:
-            ckpt = torch.load(self.checkpoint_path, map_location=map_location, weights_only=False)
+            ckpt = load_tensors(self.checkpoint_path, map_location)
+        except UnsafeFileError:
+            raise
         except Exception as e:
             raise UserError(f"checkpoint {self.checkpoint_path} cannot be read ({type(e).__name__}); it may be "
                             f"truncated: delete it to start the run again in {self.path}, or use another --out") \

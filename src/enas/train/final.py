@@ -28,7 +28,7 @@ from enas.presets import checkpoint_config, config_from_dict
 from enas.runs import distributed as dist
 from enas.runs.environment import environment_info, resolve_device, rng_state, seed_everything, set_rng_state
 from enas.runs.progress import Progress
-from enas.runs.rundir import atomic_write_bytes, open_run_dir
+from enas.runs.rundir import UnsafeFileError, atomic_write_bytes, load_tensors, open_run_dir
 from enas.train.optim import DivergenceWatch, StatsMean, lr_at, make_sgd, set_lr, sgd_step
 from enas.validate import validate_config
 from enas.viz.arch import plot_curves
@@ -309,7 +309,9 @@ def load_model_file(path: str | Path) -> tuple[dict[str, Any], Config, Arch]:
     if not path.is_file():
         raise UserError(f"no model at {path}; pass a run directory of `enas train` or its model.pt")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_tensors(path)
+    except UnsafeFileError:
+        raise
     except Exception as e:
         raise UserError(f"{path} cannot be read as a model file ({type(e).__name__})") from e
     if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
