@@ -244,3 +244,40 @@ def test_sigkill_during_a_checkpoint_write_loses_nothing(corpus_dir, tmp_path):
     assert not list(ckpt_dir.glob(".last.pt*.tmp"))
     Search(tiny_rnn_config(corpus_dir), tmp_path / "full", progress=False).run()
     assert _final_lines(out) == _final_lines(tmp_path / "full")
+
+
+@pytest.mark.slow
+def test_sigterm_stops_like_ctrl_c_and_the_resumed_run_equals_an_uninterrupted_one(corpus_dir, tmp_path):
+    """What a scheduler sends before preempting a job: one line naming the resume command, exit status 143, the
+    last completed epoch kept; resuming gives the records of a run that was never stopped."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from enas.cli.main import main
+
+    args = ["search", "--space", "rnn", "--preset", "demo", "--device", "cpu", "--no-progress",
+            "--set", f"task.root={corpus_dir}", "--set", "task.max_tokens=null", "--set", "model.hidden=16",
+            "--set", "model.num_nodes=4", "--set", "task.batch_size=4", "--set", "task.bptt=8",
+            "--set", "task.eval_batch_size=4", "--set", "task.reward_batch_size=4", "--set", "search.epochs=4",
+            "--set", "search.derive_samples=2", "--set", "search.derive_uniform=0"]
+    out = tmp_path / "stopped"
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # the same float sums as this process
+    child = subprocess.Popen([sys.executable, "-m", "enas", *args, "--out", str(out)], cwd=root, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    end = time.monotonic() + 120
+    while not (out / "checkpoints" / "last.pt").exists():
+        assert child.poll() is None, child.stderr.read()[-2000:]
+        assert time.monotonic() < end, "no checkpoint within two minutes"
+        time.sleep(0.05)
+    child.send_signal(signal.SIGTERM)
+    err = child.communicate(timeout=120)[1].strip().splitlines()
+    assert child.returncode == 143
+    assert err[-1] == ("enas: terminated (SIGTERM); the last completed epoch is checkpointed: rerun with --resume "
+                       f"--out {out}")
+    assert main(["search", "--resume", "--out", str(out), "--no-progress"]) == 0
+    assert main([*args, "--out", str(tmp_path / "full")]) == 0
+    assert _final_lines(out) == _final_lines(tmp_path / "full")

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
+from typing import Any
 
 from enas import registry
 from enas.cli.runs import cmd_derive, cmd_search, cmd_train
@@ -144,13 +147,29 @@ COMMANDS["rank"] = cmd_rank
 DISTRIBUTED_COMMANDS = ("search", "train")  # the commands that run data-parallel under torchrun
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what a scheduler sends before preempting a job), raised where the run is, as Ctrl-C is."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # Ctrl-C, SIGTERM: the shell's 128 + signal number
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     try:
         code = _main(args)
     except BaseException:  # an internal error: its traceback follows
         dist.destroy()
         raise
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     if code != 0 and dist.active():
         # A failed data-parallel run: a peer may be gone already, and gloo's teardown then aborts the process
         # ("terminate called without an active exception", exit -6) after the one-line error. Leave at once.
@@ -173,9 +192,10 @@ def _main(args: argparse.Namespace) -> int:
         who = f" (rank {dist.rank()})" if not dist.is_main() else ""
         print(f"enas: error{who}: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"enas: {_interrupt_message()}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (`Terminated`)
+        terminated = isinstance(e, Terminated)
+        print(f"enas: {_interrupt_message('terminated (SIGTERM)' if terminated else 'interrupted')}", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except MemoryError:
         print("enas: error: out of memory: lower the sizes (e.g. --set model.hidden=... or model.channels=...) or "
               "the batch size (--set task.batch_size=...)", file=sys.stderr)
@@ -194,13 +214,13 @@ def _main(args: argparse.Namespace) -> int:
         raise
 
 
-def _interrupt_message() -> str:
+def _interrupt_message(what: str = "interrupted") -> str:
     run = last_opened()
     if run is None:
-        return "interrupted"
+        return what
     if (run / "checkpoints" / "last.pt").is_file():
-        return f"interrupted; the last completed epoch is checkpointed: rerun with --resume --out {run}"
-    return f"interrupted before the first checkpoint of {run}: nothing to resume; run the command again"
+        return f"{what}; the last completed epoch is checkpointed: rerun with --resume --out {run}"
+    return f"{what} before the first checkpoint of {run}: nothing to resume; run the command again"
 
 
 if __name__ == "__main__":
