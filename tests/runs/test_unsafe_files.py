@@ -68,3 +68,26 @@ def test_a_checkpoint_that_pickled_objects_is_refused(corpus_dir, tmp_path):
     torch.save(ckpt, path)
     with pytest.raises(UnsafeFileError, match="enas.config.Config"):
         RunDir(tmp_path / "run", resume=True, lock=False).load_checkpoint()
+
+
+def test_a_lock_that_is_a_link_is_refused_and_its_target_untouched(tmp_path, capsys):
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("the user's file\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".lock").symlink_to(target)
+    assert main(["search", "--space", "rnn", "--preset", "demo", "--out", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "symbolic link" in err[0]
+    assert target.read_text() == "the user's file\n"
+
+
+def test_a_folder_with_other_files_is_not_overwritten(tmp_path, capsys):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "arch.json").write_text("my notes\n")
+    assert main(["search", "--space", "rnn", "--preset", "demo", "--out", str(folder), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a run directory" in err[0]
+    assert sorted(p.name for p in folder.iterdir()) == ["arch.json"]
+    assert (folder / "arch.json").read_text() == "my notes\n"

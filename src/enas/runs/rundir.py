@@ -121,13 +121,25 @@ dist.resume_hint = _resume_hint
 _HELD: dict[Path, list] = {}  # run directory -> [open lock file, number of RunDir objects of this process using it]
 
 
+def _is_run_dir(path: Path) -> bool:
+    """Whether ``path`` was written by a run (one stopped before its first checkpoint included)."""
+    return any((path / name).exists() for name in ("config.yaml", "metrics.jsonl", "checkpoints", LOCK))
+
+
 def _acquire(path: Path) -> None:
     """Take the run directory's lock for this process (re-entrant within one process)."""
     key = path.resolve()
     if key in _HELD:
         _HELD[key][1] += 1
         return
-    f = open(key / LOCK, "a+")
+    try:  # never through a link: a .lock that points elsewhere would make enas write there
+        fd = os.open(key / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    except OSError:
+        if (key / LOCK).is_symlink():
+            raise UserError(f"{key / LOCK} is a symbolic link; enas does not write through links: remove it or "
+                            "choose another --out") from None
+        raise
+    f = os.fdopen(fd, "r+")
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -170,6 +182,9 @@ class RunDir:
                 raise UserError(f"nothing to resume: {self.checkpoint_path} does not exist; start without --resume")
         elif self.checkpoint_path.is_file():
             raise UserError(f"{self.path} already holds a run; pass --resume to continue it or choose another --out")
+        elif self.path.is_dir() and not _is_run_dir(self.path) and any(self.path.iterdir()):
+            raise UserError(f"{self.path} is a folder with other files, not a run directory; enas writes only into a "
+                            "new or empty folder or one of its run directories: choose another --out")
         created = self.created = not self.path.exists()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
