@@ -158,6 +158,7 @@ def test_a_renamed_config_key_is_migrated_on_load(corpus_dir, tmp_path, monkeypa
     ckpt["config"]["search"]["samples_logged"] = ckpt["config"]["search"].pop("log_archs")  # its old name
     ckpt["config"]["search"]["samples_logged"] = 1
     del ckpt["config"]["controller"]["entropy_weight"]  # a key added later: the preset's value
+    del ckpt["sha256"]  # as written before checkpoints carried checksums
     torch.save(ckpt, path)
     monkeypatch.setitem(enas.config.RENAMED, "search.samples_logged", "search.log_archs")
     cfg = checkpoint_config(RunDir(tmp_path / "run", resume=True, lock=False).load_checkpoint())
@@ -170,6 +171,7 @@ def test_kernel_switches_are_recorded_and_old_cell_names_still_load(corpus_dir, 
     ckpt = torch.load(path, weights_only=False)
     ckpt["config"]["model"]["cell"] = "fast"  # the recurrent space's name for "path" before the names were unified
     del ckpt["config"]["kernels"]  # a checkpoint from before the section: the defaults, as it ran
+    del ckpt["sha256"]  # nor had it a checksum
     torch.save(ckpt, path)
     cfg = checkpoint_config(RunDir(tmp_path / "run", resume=True, lock=False).load_checkpoint())
     assert cfg.model.cell == "path" and cfg.kernels.packed and cfg.kernels.bn_products
@@ -281,3 +283,28 @@ def test_sigterm_stops_like_ctrl_c_and_the_resumed_run_equals_an_uninterrupted_o
     assert main(["search", "--resume", "--out", str(out), "--no-progress"]) == 0
     assert main([*args, "--out", str(tmp_path / "full")]) == 0
     assert _final_lines(out) == _final_lines(tmp_path / "full")
+
+
+def test_a_corrupted_checkpoint_is_refused_on_resume(corpus_dir, tmp_path, interrupted_after_checkpoint, capsys):
+    """Bits changed in the content (here one controller weight and, separately, the RNG state) fail the checksum
+    written with the checkpoint: resume is refused with one line, exit status 2, and the file is left as it is."""
+    from enas.cli.main import main
+
+    path = _stopped_search(corpus_dir, tmp_path / "run", interrupted_after_checkpoint)
+    capsys.readouterr()
+    intact = path.read_bytes()
+    for change in ("controller", "rng"):
+        ckpt = torch.load(path, weights_only=False)
+        if change == "controller":
+            weights = ckpt["controller"]["model"] if "model" in ckpt["controller"] else ckpt["controller"]
+            name = next(k for k, v in weights.items() if torch.is_tensor(v) and v.is_floating_point())
+            weights[name].view(-1)[0] += 1e-3
+        else:
+            ckpt["rng"]["torch"][100] ^= 1
+        torch.save(ckpt, path)
+        corrupted = path.read_bytes()
+        assert main(["search", "--resume", "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "corrupted" in err[0] and "checksum" in err[0]
+        assert path.read_bytes() == corrupted
+        path.write_bytes(intact)

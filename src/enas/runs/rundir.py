@@ -14,6 +14,7 @@ Layout (every command that trains writes one)::
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import math
 import os
@@ -103,6 +104,40 @@ def load_tensors(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
         what = found.group(1) if found else "a Python object"
         raise UnsafeFileError(f"{path} holds {what}, not only tensors and plain values; enas does not load files that "
                               "could run code: use files written by this version of enas") from None
+
+
+CHECKSUM_KEY = "sha256"  # a checkpoint's digest of the rest of its content
+
+
+def content_digest(obj: Any) -> str:
+    """SHA-256 of a checkpoint's content: every tensor's dtype, shape and bytes and every plain value, walked in a
+    fixed order. Independent of how the file encodes it, so it detects bits changed in the content itself."""
+    h = hashlib.sha256()
+
+    def walk(x: Any) -> None:
+        if isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous().reshape(-1)
+            h.update(f"T{t.dtype}{tuple(x.shape)}".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(x, np.ndarray):
+            h.update(f"A{x.dtype}{x.shape}".encode())
+            h.update(np.ascontiguousarray(x).tobytes())
+        elif isinstance(x, dict):
+            h.update(b"{")
+            for k in sorted(x, key=repr):
+                h.update(repr(k).encode())
+                walk(x[k])
+            h.update(b"}")
+        elif isinstance(x, (list, tuple)):
+            h.update(b"[" if isinstance(x, list) else b"(")
+            for v in x:
+                walk(v)
+            h.update(b"]")
+        else:
+            h.update(f"{type(x).__name__}:{x!r};".encode())
+
+    walk(obj)
+    return h.hexdigest()
 
 
 def last_opened() -> Path | None:
@@ -317,6 +352,9 @@ class RunDir:
         return self.write_text(name, json.dumps(_clean(obj), indent=2, default=_json_default) + "\n")
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
+        """Write ``state`` atomically, with the digest of its content (`content_digest`) that resume verifies."""
+        if isinstance(state, dict):
+            state = {**state, CHECKSUM_KEY: content_digest(state)}
         atomic_write_bytes(self.checkpoint_path, lambda f: torch.save(state, f))
 
     def load_checkpoint(self, map_location: Any = "cpu") -> dict[str, Any]:
@@ -332,6 +370,10 @@ class RunDir:
         if not isinstance(ckpt, dict) or "epoch" not in ckpt:
             raise UserError(f"{self.checkpoint_path} is not a checkpoint written by enas; delete it to start the run "
                             f"again in {self.path}, or use another --out")
+        stored = ckpt.pop(CHECKSUM_KEY, None)  # checkpoints written before checksums have none
+        if stored is not None and stored != content_digest(ckpt):
+            raise UserError(f"checkpoint {self.checkpoint_path} is corrupted (its content does not match the checksum "
+                            f"written with it); delete it to start the run again in {self.path}, or use another --out")
         return ckpt
 
 
