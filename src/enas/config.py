@@ -98,6 +98,7 @@ class Config:
     search: SearchConfig = field(default_factory=SearchConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     kernels: KernelsConfig = field(default_factory=KernelsConfig)  # CPU fast paths (enas.kernels)
+    resume_new_data: bool = False  # let --resume continue on data whose fingerprint differs from the run's
 
     def to_dict(self) -> dict[str, Any]:
         return to_plain(self)
@@ -266,7 +267,7 @@ RESUMABLE = (
     "search.log_archs", "search.derive_samples", "search.derive_greedy", "search.derive_uniform", "search.optim.",
     "train.epochs", "train.eval_every", "train.checkpoint_every", "train.optim.", "train.compile",
     "controller.lr", "controller.entropy_weight", "controller.train_steps", "model.cell", "model.compile_cell",
-    "kernels.",
+    "kernels.", "resume_new_data",
 )
 
 

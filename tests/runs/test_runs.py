@@ -308,3 +308,19 @@ def test_a_corrupted_checkpoint_is_refused_on_resume(corpus_dir, tmp_path, inter
         assert len(err) == 1 and "corrupted" in err[0] and "checksum" in err[0]
         assert path.read_bytes() == corrupted
         path.write_bytes(intact)
+
+
+def test_resume_on_other_data_is_refused_unless_asked(corpus_dir, tmp_path, interrupted_after_checkpoint, capsys):
+    from enas.cli.main import main
+    from tests.conftest import write_corpus
+
+    path = _stopped_search(corpus_dir, tmp_path / "run", interrupted_after_checkpoint)
+    recorded = torch.load(path, weights_only=False)["data"]
+    capsys.readouterr()
+    write_corpus(corpus_dir, seed=1)  # other text at the same path
+    args = ["search", "--resume", "--out", str(tmp_path / "run"), "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the data differ" in err[0] and "resume_new_data=true" in err[0]
+    assert main([*args, "--set", "resume_new_data=true"]) == 0
+    assert torch.load(path, weights_only=False)["data"] != recorded

@@ -143,6 +143,7 @@ class Search:
             "reinforce": self.trainer.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "task": self.task.state_dict(),
+            "data": self.task.fingerprint(),
             "rng": rng_state(),
             "seconds": dict(self.seconds),
         }
@@ -153,6 +154,7 @@ class Search:
         self.controller.load_state_dict(ckpt["controller"])
         self.trainer.load_state_dict(ckpt["reinforce"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.task.check_same_data(ckpt.get("data"), self.cfg.resume_new_data)
         self.task.load_state_dict(ckpt["task"])
         set_rng_state(ckpt["rng"])
         self.seconds = dict(ckpt["seconds"])
@@ -390,6 +392,7 @@ class Search:
             "preset": self.cfg.preset,
             "policy": self.cfg.search.policy,
             "kernels": kernels.record(self.cfg.kernels, self.cfg.model),
+            "data_fingerprint": self.task.fingerprint(),
             "seed": self.cfg.seed,
             "epochs": self.epoch,
             "best": {"score": best_score, **{f"valid_{k}": v for k, v in best_metrics.items()},

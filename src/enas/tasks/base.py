@@ -15,6 +15,7 @@ returns the global figure.
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from enas.errors import ConfigError
+from enas.errors import ConfigError, UserError
 from enas.runs.distributed import all_reduce_sums
 from enas.spaces.base import TaskInfo
 
@@ -108,6 +109,28 @@ class Task(ABC):
         Returns e.g. ``{"loss": ..., "ppl": ...}`` or ``{"loss": ..., "acc": ...}``; ``"score"`` is always present
         and higher is better (LM: c / ppl with the same c as the reward; images: accuracy)."""
 
+    def data_tensors(self) -> dict[str, torch.Tensor]:
+        """The data this task reads, by name (features, labels, tokens of each split): what `fingerprint` hashes."""
+        return {}
+
+    def fingerprint(self) -> str:
+        """SHA-256 of `data_tensors` (computed once): a run records it, and resume refuses other data."""
+        if getattr(self, "_fingerprint", None) is None:
+            h = hashlib.sha256()
+            for name, t in sorted(self.data_tensors().items()):
+                t = t.detach().cpu().contiguous().reshape(-1)
+                h.update(f"{name}:{t.dtype}:{t.numel()};".encode())
+                h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
+    def check_same_data(self, recorded: str | None, allow_new: bool) -> None:
+        """Refuse to resume on data other than the run's (``recorded``: the checkpoint's fingerprint; None for a
+        checkpoint written before fingerprints)."""
+        if recorded is not None and recorded != self.fingerprint() and not allow_new:
+            raise UserError("the data differ from the data this run started on (their fingerprint changed): resume "
+                            "on the same files, or pass --set resume_new_data=true to continue on these")
+
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:
         """Everything random or positional the task keeps (generator state, cursors, carried hidden state)."""
@@ -177,6 +200,9 @@ class ClassificationTask(Task):
             loss, hits = all_reduce_sums({"loss": loss, "hits": hits}).values()
         acc = hits / max(n, 1)
         return {"loss": loss / max(n, 1), "acc": acc, "score": acc, "n": n}
+
+    def data_tensors(self) -> dict[str, torch.Tensor]:
+        return {**{f"x_{k}": v for k, v in self._x.items()}, **{f"y_{k}": v for k, v in self._y.items()}}
 
     def state_dict(self) -> dict[str, Any]:
         return {

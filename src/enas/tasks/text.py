@@ -293,6 +293,9 @@ class LanguageModelTask(Task):
 
     # ---- checkpointing -------------------------------------------------------------------------------------------
 
+    def data_tensors(self) -> dict[str, torch.Tensor]:
+        return {s: self.corpus.split(s)[: self.cfg.max_tokens] for s in EVAL_SPLITS}
+
     def state_dict(self) -> dict[str, Any]:
         """The task's state, the same whatever the number of ranks: sharded, the carried state of every rank's
         columns is gathered (a collective: every rank must call this)."""

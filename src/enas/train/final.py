@@ -160,7 +160,8 @@ class FinalTraining:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "average": self.average.state_dict() if self.average else None,
             "valid_history": list(self.valid_history),
-            "task": self.task.state_dict(), "rng": rng_state(), "seconds": dict(self.seconds),
+            "task": self.task.state_dict(), "data": self.task.fingerprint(), "rng": rng_state(),
+            "seconds": dict(self.seconds),
         }
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
@@ -171,6 +172,7 @@ class FinalTraining:
             self.average = WeightAverage(self.model)
             self.average.load_state_dict(ckpt["average"])
         self.valid_history = list(ckpt.get("valid_history", []))
+        self.task.check_same_data(ckpt.get("data"), self.cfg.resume_new_data)
         self.task.load_state_dict(ckpt["task"])
         set_rng_state(ckpt["rng"])
         self.seconds = dict(ckpt["seconds"])
@@ -277,7 +279,7 @@ class FinalTraining:
         summary = {
             "command": "train", "space": self.cfg.space, "dataset": self.cfg.dataset, "preset": self.cfg.preset,
             "seed": self.cfg.seed, "epochs": self.epoch, "params": n_params,
-            "kernels": kernels.record(self.cfg.kernels, self.cfg.model),
+            "kernels": kernels.record(self.cfg.kernels, self.cfg.model), "data_fingerprint": self.task.fingerprint(),
             **{f"test_{k}": v for k, v in test.items()},
             "fixed_arc": self.arch.to_fixed_arc(), "model": str(model_path), "seconds": dict(self.seconds),
             "environment": environment_info(),
