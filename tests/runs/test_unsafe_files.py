@@ -91,3 +91,17 @@ def test_a_folder_with_other_files_is_not_overwritten(tmp_path, capsys):
     assert len(err) == 1 and "not a run directory" in err[0]
     assert sorted(p.name for p in folder.iterdir()) == ["arch.json"]
     assert (folder / "arch.json").read_text() == "my notes\n"
+
+
+def test_results_are_written_under_the_users_umask(tmp_path):
+    from enas.runs.rundir import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}\n")
+        assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+        os.umask(0o077)
+        atomic_write_text(tmp_path / "b.json", "{}\n")
+        assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
