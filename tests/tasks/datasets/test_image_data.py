@@ -331,3 +331,33 @@ def test_npz_class_names_and_errors(tmp_path):
 def test_unknown_dataset_lists_choices():
     with pytest.raises(DataError, match="cifar10, fashion-mnist, FILE.npz"):
         load_image_dataset("mnist")
+
+
+def test_a_gzip_bomb_is_refused_after_the_bytes_its_header_announces(tmp_path):
+    """A small .gz whose header announces 2 images of 4x4 but that inflates to 64 MiB: reading stops one byte past
+    the announced 32 data bytes."""
+    import gzip
+    import struct
+    import tracemalloc
+
+    path = tmp_path / "bomb-idx3-ubyte.gz"
+    with gzip.open(path, "wb", compresslevel=9) as f:
+        f.write(b"\x00\x00\x08\x03" + struct.pack(">3I", 2, 4, 4))
+        for _ in range(64):
+            f.write(bytes(1 << 20))
+    assert path.stat().st_size < 200_000
+    tracemalloc.start()
+    with pytest.raises(DataError, match="holds more data bytes"):
+        read_idx(path, 3)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1 << 20  # far below the 64 MiB it would inflate to
+
+
+def test_an_idx_header_announcing_too_much_is_refused(tmp_path):
+    import struct
+
+    path = tmp_path / "huge-idx3-ubyte"
+    path.write_bytes(b"\x00\x00\x08\x03" + struct.pack(">3I", 100_000_000, 28, 28))
+    with pytest.raises(DataError, match="announces"):
+        read_idx(path, 3)

@@ -32,18 +32,30 @@ FASHION_MNIST_CLASSES = (
 )  # fmt: skip
 
 
+MAX_IDX_BYTES = 1 << 32  # 4 GiB of uint8: 5 million 28x28 images; more is a malformed (or hostile) header
+
+
 def read_idx(path: Path, expect_dims: int) -> np.ndarray:
     """An IDX file of unsigned bytes (gzip-compressed or not, detected by content) -> array of ``expect_dims`` dims.
 
     Header: two zero bytes, type code 0x08 (uint8), number of dimensions, then each dimension as a big-endian
-    uint32; the data follow and must hold exactly the product of the dimensions.
+    uint32; the data follow and must hold exactly the product of the dimensions. Compressed files are inflated as
+    a stream and stopped one byte past the size the header announces (at most `MAX_IDX_BYTES`), so a small file
+    that inflates to gigabytes is refused after reading what it claims to hold.
     """
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DataError(f"{path}: corrupted gzip data ({exc})") from None
+    with open(path, "rb") as f:
+        gz = f.read(2) == b"\x1f\x8b"
+    try:
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
+            raw = f.read(4 + 4 * expect_dims)
+            if len(raw) == 4 + 4 * expect_dims and raw[:3] == b"\x00\x00\x08" and raw[3] == expect_dims:
+                announced = int(np.prod(struct.unpack(f">{expect_dims}I", raw[4:])))
+                if announced > MAX_IDX_BYTES:
+                    raise DataError(f"{path}: the IDX header announces {announced:,} bytes of data, more than the "
+                                    f"{MAX_IDX_BYTES:,} an image dataset may hold here")
+                raw += f.read(announced + 1)  # one byte more than announced: detects surplus data
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{path}: corrupted gzip data ({exc})") from None
     if len(raw) < 4 or raw[:3] != b"\x00\x00\x08" or raw[3] != expect_dims:
         raise DataError(
             f"{path}: not an IDX file of uint8 with {expect_dims} dimension(s) (magic bytes {raw[:4].hex() or 'none'}, "
@@ -54,7 +66,8 @@ def read_idx(path: Path, expect_dims: int) -> np.ndarray:
         raise DataError(f"{path}: truncated IDX header")
     dims = struct.unpack(f">{expect_dims}I", raw[4:header])
     if len(raw) - header != int(np.prod(dims)):
-        raise DataError(f"{path}: IDX header announces dims {dims} but holds {len(raw) - header} data bytes")
+        held = "more" if len(raw) - header > int(np.prod(dims)) else f"{len(raw) - header}"
+        raise DataError(f"{path}: IDX header announces dims {dims} but holds {held} data bytes")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
