@@ -40,6 +40,7 @@ from torch import nn
 from enas.errors import ConfigError, DataError
 from enas.spaces.base import TaskInfo
 from enas.tasks.base import ClassificationTask, sharded_accuracy
+from enas.tasks.datasets.common import read_npz
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -129,8 +130,9 @@ def load_tabular_npz(path: str | os.PathLike) -> TabularDataset:
         raise DataError(f"{path} is not a .npz archive (write it with numpy.savez(path, x_train=..., y_train=..., "
                         "x_test=..., y_test=...))")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        arrays = read_npz(path)
+    except DataError:
+        raise
     except Exception as exc:  # zipfile/format errors, object arrays (pickles are refused)
         raise DataError(f"{path} is not a readable .npz of plain arrays ({type(exc).__name__}: {exc})") from None
     broken = sorted(k for k, v in arrays.items() if not isinstance(v, np.ndarray))  # numpy returns such members raw

@@ -18,7 +18,7 @@ import torch
 
 from enas.errors import DataError
 from enas.tasks.datasets.fashion_mnist import FASHION_MNIST_DIR, load_fashion_mnist, read_idx
-from enas.tasks.datasets.images import CIFAR10_ARCHIVE, load_cifar10, load_image_dataset
+from enas.tasks.datasets.images import CIFAR10_ARCHIVE, load_cifar10, load_image_dataset, load_npz
 
 CIFAR_NAMES = [f"class{i}" for i in range(10)]
 PER_BATCH = 3  # images per training batch file (5 files)
@@ -361,3 +361,37 @@ def test_an_idx_header_announcing_too_much_is_refused(tmp_path):
     path.write_bytes(b"\x00\x00\x08\x03" + struct.pack(">3I", 100_000_000, 28, 28))
     with pytest.raises(DataError, match="announces"):
         read_idx(path, 3)
+
+
+def test_an_npz_bomb_is_refused_with_bounded_memory(tmp_path):
+    """A .npz whose x_train header announces 2 images of 4x4 but whose member inflates to 64 MiB, and one whose
+    header announces terabytes: both refused without allocating what they claim or hold."""
+    import tracemalloc
+    import zipfile
+
+    from enas.tasks.datasets.common import read_npz
+
+    def npy_header(shape):
+        header = {"descr": "|u1", "fortran_order": False, "shape": shape}
+        buf = __import__("io").BytesIO()
+        np.lib.format.write_array_header_1_0(buf, header)
+        return buf.getvalue()
+
+    bomb = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z, z.open("x_train.npy", "w") as f:
+        f.write(npy_header((2, 4, 4)))
+        for _ in range(64):
+            f.write(bytes(1 << 20))
+    assert bomb.stat().st_size < 200_000
+    tracemalloc.start()
+    with pytest.raises(DataError, match="more data than its header announces"):
+        read_npz(bomb)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1 << 20
+
+    huge = tmp_path / "huge.npz"
+    with zipfile.ZipFile(huge, "w") as z:
+        z.writestr("x_train.npy", npy_header((10**9, 1000, 1000)))
+    with pytest.raises(DataError, match="announce more than"):
+        load_npz(huge)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import tempfile
 import urllib.error
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,3 +82,41 @@ def cache_dir_for(cache_dir: str | os.PathLike | None, default_name: str) -> Pat
     if cache_dir is not None:
         return Path(cache_dir).expanduser()
     return Path("~/.cache/enas").expanduser() / default_name
+
+
+MAX_NPZ_BYTES = 1 << 34  # 16 GiB of arrays in one .npz: more is a malformed (or hostile) header
+
+
+def read_npz(path: Path, max_bytes: int = MAX_NPZ_BYTES) -> dict[str, np.ndarray | bytes]:
+    """The members of a ``.npz`` without pickles and with bounded memory: each ``.npy`` header is read first and
+    its announced size checked against ``max_bytes`` (all members together) before anything is allocated; each
+    member is inflated as a stream and refused if it holds more than its header announces. A member that is not a
+    ``.npy`` file comes back as (at most 1 KiB of) its raw bytes, as numpy returns such members."""
+    total, arrays = 0, {}
+    with zipfile.ZipFile(path) as z:
+        for info in z.infolist():
+            name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+            with z.open(info) as f:
+                head = f.read(6)
+                if not info.filename.endswith(".npy") or head != b"\x93NUMPY":  # not an array: its first bytes
+                    arrays[name] = head + f.read(1018)
+                    continue
+                version = tuple(f.read(2))
+                readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+                if version not in readers:
+                    raise ValueError(f"{name}: .npy format version {version} is not supported")
+                shape, fortran, dtype = readers[version](f)
+                if dtype.hasobject:
+                    raise ValueError(f"{name} is an array of Python objects (pickles are refused)")
+                total += math.prod(shape) * dtype.itemsize
+                if total > max_bytes:
+                    raise DataError(f"{path}: its headers announce more than {max_bytes:,} bytes of arrays ({name} "
+                                    f"{shape} {dtype}); that is not a dataset this tool reads")
+                data = f.read(math.prod(shape) * dtype.itemsize)
+                if len(data) != math.prod(shape) * dtype.itemsize:
+                    raise ValueError(f"{name} holds less data than its header announces")
+                if f.read(1):
+                    raise DataError(f"{path}: {name} holds more data than its header announces {shape} {dtype}")
+                array = np.frombuffer(data, dtype=dtype)
+                arrays[name] = array.reshape(shape[::-1]).T if fortran else array.reshape(shape)
+    return arrays

@@ -30,7 +30,7 @@ import torch
 
 from enas.errors import DataError
 from enas.tasks import datasets
-from enas.tasks.datasets.common import ImageDataset, cache_dir_for, check_labels, download
+from enas.tasks.datasets.common import ImageDataset, cache_dir_for, check_labels, download, read_npz
 
 log = logging.getLogger(__name__)
 
@@ -206,8 +206,9 @@ def load_npz(path: str | os.PathLike) -> ImageDataset:
     if not path.is_file():
         raise DataError(f"data file {path} does not exist")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        arrays = read_npz(path)
+    except DataError:
+        raise
     except Exception as exc:  # zipfile/format errors, object arrays (pickles are refused)
         raise DataError(f"{path} is not a readable .npz of plain arrays ({type(exc).__name__}: {exc})") from None
     missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
