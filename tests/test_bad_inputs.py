@@ -237,3 +237,27 @@ def test_bad_input_is_one_line_and_exit_2(case, runs, capsys):
     assert "Traceback" not in err
     assert re.search(re.escape(fragment), lines[0], re.IGNORECASE), f"{name}: {lines[0]!r} lacks {fragment!r}"
     assert _checksums(runs["search"], runs["train"]) == before, f"{name} changed a file of an existing run"
+
+
+def test_oversized_and_hostile_arch_input_is_refused_before_any_model_is_built(tmp_path, capsys):
+    """Sizes are bounded before parsing or building: file size, JSON nesting, huge integers, arch sizes, the
+    integer notation's length and export's window."""
+    big = tmp_path / "big.json"
+    big.write_text('{"space": "rnn", "nodes": [' + ", ".join(['{"act": "tanh"}'] * 80_000) + "]}")
+    nested = tmp_path / "nested.json"
+    nested.write_text("[" * 100_000 + "]" * 100_000)
+    digits = tmp_path / "digits.json"
+    digits.write_text('{"space": "rnn", "nodes": [{"act": "tanh", "input": ' + "9" * 5000 + "}]}")
+    many = tmp_path / "many.json"
+    many.write_text(json.dumps({"space": "rnn", "nodes": [{"act": "tanh"}] + [{"input": 0, "act": "relu"}] * 500}))
+    cases = [
+        (["show", str(big)], "at most 1,048,576"),
+        (["show", str(nested)], "nested too deeply"),
+        (["show", str(digits)], "number too long"),
+        (["show", str(many)], "at most 100 nodes"),
+        (["show", "--space", "rnn", "--fixed-arc", "0 " * 60_000], "at most 100,000"),
+    ]
+    for argv, fragment in cases:
+        assert main(argv) == 2, argv[:2]
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and fragment in err[0], (argv[:2], err)

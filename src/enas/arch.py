@@ -23,6 +23,10 @@ from enas.errors import ArchError, ConfigError
 
 ARCH_FORMAT = "enas-arch"
 ARCH_VERSION = 1
+# Arch files and integer notations beyond these are not architectures a model could be built from: refused
+# before parsing (the paper's largest arch file is about 10 kB).
+MAX_ARCH_FILE_BYTES = 1 << 20
+MAX_FIXED_ARC_CHARS = 100_000
 
 _REGISTRY: dict[str, type[Arch]] = {}
 
@@ -109,10 +113,16 @@ def load_arch(path: str | os.PathLike) -> Arch:
     path = Path(path)
     if not path.is_file():
         raise ArchError(f"architecture file {path} does not exist")
+    if path.stat().st_size > MAX_ARCH_FILE_BYTES:
+        raise ArchError(f"{path} is {path.stat().st_size:,} bytes; an architecture file is at most "
+                        f"{MAX_ARCH_FILE_BYTES:,} (the paper's largest is about 10 kB)")
     try:
         obj = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ArchError(f"{path} is not valid JSON ({e}); write it as `enas derive` or `enas show --json` does") from e
+    except (RecursionError, ValueError) as e:  # nesting deeper than the parser's stack, integers of 4300+ digits
+        raise ArchError(f"{path} is not an architecture file ({type(e).__name__}: nested too deeply or a number too "
+                        "long)") from None
     try:
         return arch_from_json(obj)
     except ArchError as e:
@@ -132,6 +142,8 @@ def save_arch(arch: Arch, path: str | os.PathLike) -> None:
 
 def parse_fixed_arc(text: str, space: str) -> Arch:
     """Parse the authors' integer notation for `space`."""
+    if len(text) > MAX_FIXED_ARC_CHARS:
+        raise ArchError(f"the integer notation is {len(text):,} characters; at most {MAX_FIXED_ARC_CHARS:,} are read")
     return arch_class(space).from_fixed_arc(text)
 
 

@@ -210,6 +210,8 @@ def test_bad_output_paths(runs, tmp_path):
     with pytest.raises(UserError, match="--seq-len applies to language models"):
         export_model(model, "torch-export", tmp_path / "m.pt2", seq_len=4)
     assert not (tmp_path / "m.pt2").exists()
+    with pytest.raises(UserError, match=r"--seq-len must be an integer in 1\.\.100000"):
+        export_model(runs["rnn"], "torch-export", tmp_path / "m.pt2", seq_len=10**9)
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes to read-only directories")

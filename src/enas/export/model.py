@@ -61,6 +61,8 @@ METADATA_NAME = "enas.json"  # extra file of the .pt2; metadata_props key "enas"
 EXAMPLE_BATCH = 2  # batch of the example input (not 1: a size-1 example would fix the batch dimension at 1)
 
 
+MAX_SEQ_LEN = 100_000  # the exported program unrolls the window: longer ones take memory without bound
+
 def wrap(child: nn.Module, language_model: bool, tabular: bool = False) -> nn.Module:
     """The eval-mode ``child`` behind a plain-tensor forward: ``logits = model(images)`` for an image classifier
     (no auxiliary head), ``logits = model(features)`` for a tabular classifier (``tabular=True``),
@@ -263,8 +265,9 @@ def _export(source: str | Path, fmt: str, out: str | Path | None, device: str, s
     check_output(out, fmt)
     if out.resolve() == model_path.resolve():
         raise UserError(f"the output {out} is the model file itself; choose another output path (-o)")
-    if seq_len is not None and (isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1):
-        raise UserError(f"--seq-len must be a positive integer, got {seq_len!r}")
+    if seq_len is not None and (isinstance(seq_len, bool) or not isinstance(seq_len, int)
+                                or not 1 <= seq_len <= MAX_SEQ_LEN):
+        raise UserError(f"--seq-len must be an integer in 1..{MAX_SEQ_LEN}, got {seq_len!r}")
     dev = resolve_device(device)
     child, raw, cfg, arch = load_child(model_path, dev)
     if seq_len is not None and not is_language_model(raw):

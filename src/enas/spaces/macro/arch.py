@@ -41,6 +41,8 @@ def tensor_name(index: int) -> str:
     """Name of entry ``index`` of the list [stem, out_0, out_1, ...] that skip bits refer to."""
     return "stem" if index == 0 else f"layer{index - 1}"
 
+MAX_LAYERS = 200  # generous beside the paper's 24: a bound checked before any model is built
+
 
 @dataclass(frozen=True)
 class MacroLayer:
@@ -72,6 +74,9 @@ class MacroArch(Arch):
         object.__setattr__(self, "layers", layers)
         if not layers:
             raise ArchError("a macro architecture needs at least one layer")
+        if len(layers) > MAX_LAYERS:
+            raise ArchError(f"a macro architecture has at most {MAX_LAYERS} layers (the paper's has 24), "
+                            f"got {len(layers)}")
         for k, layer in enumerate(layers):
             if not isinstance(layer, MacroLayer):
                 raise ArchError(f"layer {k} is a {type(layer).__name__}, expected a MacroLayer")

@@ -28,6 +28,8 @@ MICRO_OP_NAMES: tuple[str, ...] = ("sep3x3", "sep5x5", "avgpool3x3", "maxpool3x3
 NUM_CELL_INPUTS = 2
 CELL_NAMES = ("normal", "reduce")
 
+MAX_NODES = 50  # generous beside the paper's 5: a bound checked before any model is built
+
 
 @dataclass(frozen=True)
 class MicroNode:
@@ -89,6 +91,8 @@ class MicroArch(Arch):
             if not isinstance(cell, tuple) or not all(isinstance(n, MicroNode) for n in cell):
                 raise ArchError(f"the {which} cell must be a tuple of MicroNode")
             _check_cell(cell, which)
+        if len(self.normal) > MAX_NODES:
+            raise ArchError(f"a micro cell has at most {MAX_NODES} nodes (the paper's has 5), got {len(self.normal)}")
         if len(self.normal) != len(self.reduce):
             raise ArchError(
                 f"the normal cell has {len(self.normal)} nodes and the reduction cell {len(self.reduce)}; "

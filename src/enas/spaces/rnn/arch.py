@@ -32,6 +32,8 @@ PAPER_ACT_CODES = ("tanh", "relu", "identity", "sigmoid")  # index order of the 
 CORRECTED_ACT_CODES = ("tanh", "relu", "sigmoid", "identity")  # index order of the corrected code
 OUTPUT_MODES = ("loose_ends", "mean")
 
+MAX_NODES = 100  # generous beside the paper's 12: a bound checked before any model is built
+
 
 @dataclass(frozen=True)
 class RnnNode:
@@ -55,6 +57,8 @@ class RnnArch(Arch):
         object.__setattr__(self, "nodes", tuple(self.nodes))
         if not self.nodes:
             raise ArchError("an rnn cell needs at least one node")
+        if len(self.nodes) > MAX_NODES:
+            raise ArchError(f"an rnn cell has at most {MAX_NODES} nodes (the paper's has 12), got {len(self.nodes)}")
         for l, node in enumerate(self.nodes):
             if not isinstance(node, RnnNode):
                 raise ArchError(f"node {l} must be an RnnNode, got {type(node).__name__}")
