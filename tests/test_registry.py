@@ -92,17 +92,23 @@ def test_a_user_space_in_one_file_is_searched_shown_trained_and_resumed_from_the
         return subprocess.run([sys.executable, "-m", "enas", *argv], capture_output=True, text=True, timeout=300,
                               cwd=tmp_path)
 
-    shown = fresh("show", str(search / "arch.json"), "--json")
+    # ... and imports that code only when asked (a file from elsewhere could name any code)
+    refused = fresh("show", str(search / "arch.json"), "--json")
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [
+        f"enas: error: the space 'chain' is code that a file names ({CHAIN}:SPACE); enas "
+        f"imports it only when asked: add --trust-space {CHAIN}:SPACE if you trust it"]
+    trust = ("--trust-space", f"{CHAIN}:SPACE")
+    shown = fresh("show", str(search / "arch.json"), "--json", *trust)
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["params"] > 0
-    resumed = fresh("search", "--resume", "--out", str(search), "--set", "search.epochs=2", "--no-progress")
+    resumed = fresh("search", "--resume", "--out", str(search), "--set", "search.epochs=2", "--no-progress", *trust)
     assert resumed.returncode == 0, resumed.stderr
     epochs = [json.loads(line) for line in (search / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in epochs if r["kind"] == "epoch"] == [1, 2]
 
     assert main(["train", str(search / "arch.json"), "--data", str(npz_path), "--out", str(train), *TINY,
                  "--set", "train.epochs=1"]) == 0
-    evaluated = fresh("eval", str(train))
+    evaluated = fresh("eval", str(train), *trust)
     assert evaluated.returncode == 0, evaluated.stderr
     summary = json.loads((train / "summary.json").read_text())
     assert json.loads(evaluated.stdout.strip().splitlines()[-1])["test_acc"] == pytest.approx(summary["test_acc"])

@@ -27,18 +27,19 @@ Three ways to add a space, none of which touches this package (docs/spaces.md):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import importlib.util
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
-from enas.errors import ConfigError
+from enas.errors import ConfigError, UserError
 from enas.tasks import datasets
 
 ENTRY_POINT_GROUP = "enas.spaces"
@@ -108,6 +109,29 @@ def register(entry: SpaceEntry, replace: bool = False) -> SpaceEntry:
     return entry
 
 
+# Whether a space reference read from a file (an arch file's or a run's ``space_source``) may be imported. The
+# library trusts them (its caller chose the files); the `enas` command imports only the references its user names.
+_trust: dict[str, Any] = {"required": False, "sources": set()}
+
+
+@contextlib.contextmanager
+def trusting_only(sources: list[str] | tuple[str, ...] = ()) -> Iterator[None]:
+    """Inside the block, import a space reference found in a file only when it is one of ``sources`` (the `enas`
+    command's ``--trust-space``), or was named by the user (``--space``), or is an installed plugin's."""
+    saved = dict(_trust)
+    _trust.update(required=True, sources={_normalized(s) for s in sources})
+    try:
+        yield
+    finally:
+        _trust.clear()
+        _trust.update(saved)
+
+
+def _normalized(ref: str) -> str:
+    module_name, _, attr = ref.rpartition(":")
+    return f"{Path(module_name).resolve()}:{attr}" if module_name.endswith(".py") else ref
+
+
 def get(name: str, source: str = "") -> SpaceEntry:
     """The entry of a space name, a ``module:NAME`` reference, or a name whose ``source`` says where it lives."""
     if not isinstance(name, str) or not name:
@@ -116,13 +140,16 @@ def get(name: str, source: str = "") -> SpaceEntry:
         return load_reference(name)
     if name in _ENTRIES:
         return _ENTRIES[name]
-    if source:
-        entry = load_reference(source)
-        if entry.name == name:
-            return entry
     _load_entry_points()
     if name in _ENTRIES:
         return _ENTRIES[name]
+    if source:
+        if _trust["required"] and _normalized(source) not in _trust["sources"]:
+            raise UserError(f"the space {name!r} is code that a file names ({source}); enas imports it only when "
+                            f"asked: add --trust-space {source} if you trust it")
+        entry = load_reference(source)
+        if entry.name == name:
+            return entry
     raise ConfigError(f"unknown space {name!r}; choose {', '.join(names())}, or pass --space package.module:NAME "
                       f"naming a SpaceEntry (docs/spaces.md)")
 

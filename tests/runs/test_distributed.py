@@ -46,7 +46,7 @@ def _mlp_args(table: Path, command: str = "search") -> list[str]:
              "search.epochs=3", "controller.train_steps=3", "controller.num_aggregate=2", "search.derive_samples=3",
              "train.epochs=3"]
     space = ["--space", MLP] if command == "search" else []
-    return [*space, "--data", str(table), "--preset", "demo", "--device", "cpu", "--no-progress",
+    return [*space, "--trust-space", MLP, "--data", str(table), "--preset", "demo", "--device", "cpu", "--no-progress",
             *[a for s in sizes for a in ("--set", s)]]
 
 
@@ -125,7 +125,8 @@ def test_cnn_search_on_two_processes_then_resumed_by_one(tmp_path):
     first = _records(run, "epoch")[0]
     assert 0 < first["train_loss"] < 5 and 0 <= first["valid_acc"] <= 1 and first["steps"] == 8
 
-    assert main(["search", "--resume", "--out", str(run), "--no-progress", "--set", "search.epochs=2"]) == 0
+    assert main(["search", "--resume", "--out", str(run), "--no-progress", "--set", "search.epochs=2",
+                 "--trust-space", MLP]) == 0
     assert [r["epoch"] for r in _records(run, "epoch")] == [1, 2]
 
 
@@ -144,7 +145,8 @@ def test_training_on_two_processes_equals_one_and_resumes_across(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("test_acc") == 1
     assert main([*train, "--out", str(mixed), "--set", "train.epochs=2"]) == 0
-    done = _torchrun("train", "--resume", "--out", str(mixed), "--no-progress", "--set", "train.epochs=3")
+    done = _torchrun("train", "--resume", "--out", str(mixed), "--no-progress", "--set", "train.epochs=3",
+                     "--trust-space", MLP)
     assert done.returncode == 0, done.stderr[-3000:]
     for run in (two, mixed):
         for a, b in zip(_records(one, "epoch"), _records(run, "epoch"), strict=True):
@@ -218,7 +220,7 @@ def test_a_killed_rank_stops_the_other_with_one_line_and_the_run_resumes(tmp_pat
     assert f"--resume --out {run}" in err and "Traceback" not in err
     assert 1 <= len(_records(run, "epoch")) < 12
 
-    assert main(["search", "--resume", "--out", str(run), "--no-progress"]) == 0  # one process takes over
+    assert main(["search", "--resume", "--out", str(run), "--no-progress", "--trust-space", MLP]) == 0  # one process
     assert [r["epoch"] for r in _records(run, "epoch")] == list(range(1, 13))
     assert (run / "arch.json").is_file()
 

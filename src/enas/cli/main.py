@@ -136,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--uniform", action="store_true", help="sample archs uniformly instead of from the controller")
     p.add_argument("--seed", type=int, default=None, help="seed of the sampling and the trainings (default: the run's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (epoch lines only)")
+    for command in sub.choices.values():  # every command that may read an arch file or a run directory
+        command.add_argument("--trust-space", action="append", metavar="MODULE:NAME",
+                             help="import this space reference when an arch file or run directory names it (enas "
+                                  "imports no code a file names unless asked)")
     return parser
 
 
@@ -163,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     try:
-        code = _main(args)
+        with registry.trusting_only(getattr(args, "trust_space", None) or []):  # files name code: import only what
+            code = _main(args)  # the user names
     except BaseException:  # an internal error: its traceback follows
         dist.destroy()
         raise

@@ -152,7 +152,8 @@ def test_the_cnn_example_is_searched_shown_and_trained_from_the_cli(npz_path, tm
     assert arch["space"] == "cnn-choices" and set(arch["choices"]) == {"ops/0", "ops/1", "ops/2", "skips/0",
                                                                         "skips/1"}
     shown = subprocess.run([sys.executable, "-m", "enas", "show", str(search / "arch.json"), "-o",
-                            str(tmp_path / "arch.png")], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+                            str(tmp_path / "arch.png"), "--trust-space", f"{CNN}:SPACE"],
+                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert "ops/0:" in shown.stdout and (tmp_path / "arch.png").stat().st_size > 1000
     assert main(["train", str(search / "arch.json"), "--data", str(npz_path), "--out", str(train), *TINY_CNN,
