@@ -78,6 +78,10 @@ def make_config(space: str, preset: str = "paper", command: str = "search", data
     return cfg
 
 
+#: Config keys that only their command-line flag may choose (a preset is built for them).
+FLAG_KEYS = {"space": "--space", "space_source": "--space", "dataset": "--data", "preset": "--preset"}
+
+
 def resolve(space: str, command: str, *, preset: str | None = None, dataset: str | None = None,
             config_file: str | None = None, sets: list[str] | tuple[str, ...] = (), seed: int | None = None,
             device: str | None = None) -> Config:
@@ -86,10 +90,15 @@ def resolve(space: str, command: str, *, preset: str | None = None, dataset: str
     `enas search` and `enas train` run with; a resumed run's config comes from its checkpoint instead
     (`checkpoint_config`)."""
     cfg = make_config(space, preset or "paper", command, dataset)
+    chosen = {key: getattr(cfg, key) for key in FLAG_KEYS}
     if config_file:
         apply_dict(cfg, load_yaml(config_file))
     for key, value in parse_set(list(sets)):
         set_key(cfg, key, value)
+    for key, flag in FLAG_KEYS.items():  # the space, data and preset decide every other value: flags only
+        if getattr(cfg, key) != chosen[key]:
+            raise ConfigError(f"{key} is chosen with {flag}, not with --set or --config (it set {getattr(cfg, key)!r}"
+                              f" for a run of {chosen[key]!r}); start a run with {flag} instead")
     if seed is not None:
         cfg.seed = seed
     if device is not None:

@@ -194,6 +194,10 @@ def _resolve(ref: Any, what: str) -> Any:
     except ImportError as e:
         raise ConfigError(f"{what}: cannot import {module_name} ({e}); check the name and that it is on the path "
                           f"(PYTHONPATH) or installed") from None
+    except SyntaxError as e:
+        raise ConfigError(f"{what}: {e.filename or module_name} line {e.lineno}: {e.msg}; fix the file") from None
+    except Exception as e:  # the user's module raised while it was imported
+        raise ConfigError(f"{what}: importing {module_name} raised {type(e).__name__}: {e}; fix the file") from None
     try:
         obj = module
         for part in attr.split("."):

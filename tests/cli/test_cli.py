@@ -156,3 +156,20 @@ def test_ctrl_c_in_the_first_epoch_says_nothing_can_be_resumed(corpus_dir, tmp_p
     assert code == 130 and err.count("\n") == 0
     assert "before the first checkpoint" in err and "--resume" not in err
     assert main(["search", "--space", "rnn", "--out", str(out), "--print-config"]) == 0  # the same --out works again
+
+
+def test_flag_keys_syntax_errors_and_closed_pipes_are_one_line_or_quiet(tmp_path, capsys):
+    from enas.cli.main import main
+
+    assert main(["search", "--space", "rnn", "--preset", "demo", "--set", "space=macro", "--print-config"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "space is chosen with --space" in err[0]
+    (tmp_path / "broken.py").write_text("def broken(:\n")
+    with pytest.raises(SystemExit) as e:
+        main(["search", "--space", f"{tmp_path / 'broken.py'}:SPACE", "--print-config"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "line 1: invalid syntax" in err[0]
+    shown = subprocess.run(f"{sys.executable} -m enas show --fixed-arc '0 0 0 1 1 2' --space rnn | head -1",
+                           shell=True, capture_output=True, text=True, timeout=120)
+    assert shown.stdout.startswith("rnn cell") and shown.stderr == ""

@@ -58,8 +58,8 @@ def test_run_seeds_writes_the_table_and_the_statistics(tmp_path):
     assert float(rows[1]["score"]) == 0.7 and float(rows[2]["valid_ppl"]) == 50.0
 
     one = aggregate([4], [{"seed": 4, "run_dir": "r", "fixed_arc": "a", "test_ppl": 80.0, "params": 12}])
-    assert one["metrics"] == {"test_ppl": {"mean": 80.0, "std": 0.0, "values": [80.0]},
-                              "params": {"mean": 12, "std": 0.0, "values": [12]}}
+    assert one["metrics"] == {"test_ppl": {"mean": 80.0, "std": None, "values": [80.0]},
+                              "params": {"mean": 12, "std": None, "values": [12]}}
 
 
 def test_run_seeds_resume_skips_finished_seeds(tmp_path):

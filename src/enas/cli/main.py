@@ -205,6 +205,9 @@ def _main(args: argparse.Namespace) -> int:
         print("enas: error: out of memory: lower the sizes (e.g. --set model.hidden=... or model.channels=...) or "
               "the batch size (--set task.batch_size=...)", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # stdout closed by the reader (`enas show ... | head -1`): nothing left to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes it
+        return 0
     except OSError as e:  # a disk, a permission, a path that vanished: name the file and the reason
         where = f" {e.filename}" if e.filename else ""
         print(f"enas: error: cannot access{where} ({e.strerror or e}); check the path, its permissions and the free "

@@ -8,7 +8,7 @@ Layout::
     OUT/seeds.json    {"seeds": [...], "metrics": {name: {"mean": m, "std": s, "values": [...]}}}
 
 A seed is finished when its ``summary.json`` exists; resuming skips finished seeds, continues the ones with a
-checkpoint and starts the others. The std is the sample standard deviation (ddof=1), 0 for one seed.
+checkpoint and starts the others. The std is the sample standard deviation (ddof=1), null for one seed.
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def aggregate(seeds: list[int], rows: list[dict[str, Any]]) -> dict[str, Any]:
             continue
         finite = all(_is_number(v) and math.isfinite(v) for v in values)
         mean = statistics.fmean(values) if finite else None
-        std = (statistics.stdev(values) if len(values) > 1 else 0.0) if finite else None
+        std = statistics.stdev(values) if finite and len(values) > 1 else None  # one seed has no spread
         metrics[name] = {"mean": mean, "std": std, "values": values}
     return {"seeds": list(seeds), "metrics": metrics}
 
@@ -182,5 +182,6 @@ def describe(result: dict[str, Any]) -> list[str]:
         if m["mean"] is None:
             lines.append(f"{name}: not finite in every seed")
         else:
-            lines.append(f"{name} {m['mean']:.4g} ± {m['std']:.2g} ({n} seed{'s' if n != 1 else ''})")
+            spread = f" ± {m['std']:.2g}" if m["std"] is not None else ""  # one seed: no standard deviation
+            lines.append(f"{name} {m['mean']:.4g}{spread} ({n} seed{'s' if n != 1 else ''})")
     return lines
