@@ -395,3 +395,15 @@ def test_an_npz_bomb_is_refused_with_bounded_memory(tmp_path):
         z.writestr("x_train.npy", npy_header((10**9, 1000, 1000)))
     with pytest.raises(DataError, match="announce more than"):
         load_npz(huge)
+
+
+def test_rgba_is_read_channels_last_and_an_empty_test_split_is_refused(tmp_path):
+    x = np.random.default_rng(0).integers(0, 256, (6, 8, 8, 4), dtype=np.uint8)
+    y = np.arange(6) % 2
+    np.savez(tmp_path / "rgba.npz", x_train=x, y_train=y, x_test=x[:2], y_test=y[:2])
+    ds = load_npz(tmp_path / "rgba.npz")
+    assert ds.train_images.shape == (6, 4, 8, 8)
+    assert torch.equal(ds.train_images[1, 3], torch.from_numpy(x[1, :, :, 3]))  # the alpha plane, not a row
+    np.savez(tmp_path / "empty.npz", x_train=x, y_train=y, x_test=x[:0], y_test=y[:0])
+    with pytest.raises(DataError, match="x_test holds no images"):
+        load_npz(tmp_path / "empty.npz")

@@ -182,18 +182,21 @@ def load_cifar10(
 def _npz_images(x: np.ndarray, what: str) -> np.ndarray:
     """uint8 images in (N, H, W), (N, H, W, C) or (N, C, H, W) -> (N, C, H, W).
 
-    A 4-D array is taken as channels-last when its last dim is 1 or 3 and its second is not (so (N, 32, 32, 3) is
-    channels-last and (N, 3, 32, 32) channels-first; an ambiguous (N, 3, 3, 3) is read as channels-first).
+    A 4-D array is taken as channels-last when its last dim is 1, 3 or 4 (grey, RGB, RGBA) and its second is not
+    (so (N, 32, 32, 3) is channels-last and (N, 3, 32, 32) channels-first; an ambiguous (N, 3, 3, 3) is read as
+    channels-first).
     """
     if x.dtype != np.uint8:
         raise DataError(f"{what} must be uint8 pixels in 0..255, found dtype {x.dtype}; convert with .astype(np.uint8)")
     if x.ndim == 3:
         x = x[:, None]
     elif x.ndim == 4:
-        if x.shape[3] in (1, 3) and x.shape[1] not in (1, 3):
+        if x.shape[3] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
             x = x.transpose(0, 3, 1, 2)
     else:
         raise DataError(f"{what} must have shape (N, H, W), (N, H, W, C) or (N, C, H, W), found {x.shape}")
+    if x.shape[0] == 0:
+        raise DataError(f"{what} holds no images; a split without images has no accuracy to report")
     if x.shape[2] != x.shape[3]:
         raise DataError(f"{what}: images must be square, found {x.shape[2]}x{x.shape[3]} (layout N, C, H, W)")
     return np.ascontiguousarray(x)
