@@ -94,6 +94,9 @@ def test_a_second_process_is_refused_and_a_dead_holder_leaves_no_stale_lock(tmp_
         cli = subprocess.run([sys.executable, "-m", "enas", "search", "--space", "rnn", "--data", "ptb",
                               "--out", str(run_dir)], capture_output=True, text=True, timeout=120)
         assert cli.returncode == 2 and cli.stderr.count("\n") == 1 and "in use" in cli.stderr
+        (run_dir / ".lock").unlink()  # deleting the pid file does not let a second process in
+        with pytest.raises(UserError, match="in use by another enas process"):
+            RunDir(run_dir)
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()

@@ -182,19 +182,23 @@ def _acquire(path: Path) -> None:
                             "choose another --out") from None
         raise
     f = os.fdopen(fd, "r+")
+    # The lock is taken on the directory itself, so that deleting or replacing .lock (which only tells the holder's
+    # pid) cannot let a second process in.
+    directory = os.open(key, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(directory, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         f.seek(0)
         owner = f.read().strip() or "unknown"
         f.close()
+        os.close(directory)
         raise UserError(f"{path} is in use by another enas process (pid {owner}); wait for it to end or choose "
                         "another --out") from None
     f.seek(0)
     f.truncate()
     f.write(f"{os.getpid()}\n")
     f.flush()
-    _HELD[key] = [f, 1]
+    _HELD[key] = [f, 1, directory]
 
 
 def _release(path: Path) -> None:
@@ -205,7 +209,8 @@ def _release(path: Path) -> None:
     held[1] -= 1
     if held[1] <= 0:
         del _HELD[key]
-        held[0].close()  # closing the file releases the flock
+        held[0].close()
+        os.close(held[2])  # closing the directory releases the flock
 
 
 class RunDir:
