@@ -122,3 +122,16 @@ def test_counts_see_the_model_as_a_gpu_runs_it(monkeypatch):
         assert not packing_enabled(torch.zeros(1)) and not applies(x)
     assert kernels.enabled("packed") and kernels.enabled("bn_products")
     assert applies(x)
+
+
+@pytest.mark.slow
+def test_controller_start_script_measures_the_fresh_policy():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "controller_start.py"
+    out = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=300, check=True)
+    shares = [float(x) for x in re.findall(r"previous node (\d\.\d+)", out.stdout)]
+    uniform = float(re.search(r"uniform sampling (\d\.\d+)", out.stdout).group(1))
+    assert len(shares) == 2 and 0.2 < uniform < 0.35  # 1 / (mean number of earlier nodes) for 8 nodes
