@@ -121,6 +121,7 @@ def test_torch_export_loads_and_matches_without_enas(runs, tmp_path):
             assert all(0 < m < 1 for m in norm["mean"]) and all(s > 0 for s in norm["std"])
 
 
+@pytest.mark.slow
 def test_language_model_window_length_and_no_data(runs, tmp_path):
     """--seq-len fixes another window length; without the data the metadata says the vocabulary is missing."""
     path = export_model(runs["rnn"], "torch-export", tmp_path / "sub" / "lm.pt2", seq_len=3, data=False)

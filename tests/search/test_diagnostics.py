@@ -180,6 +180,7 @@ class FakeWriter:
         pass
 
 
+@pytest.mark.slow
 def test_tiny_search_writes_the_diagnostics(corpus_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(diagnostics, "DISTINCT_FLOOR", 1.01)  # every run "collapses": the warning path runs
     monkeypatch.setattr(diagnostics, "MIN_SAMPLES", 1)

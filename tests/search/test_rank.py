@@ -97,6 +97,7 @@ def test_rnn_run_of_the_random_policy_samples_uniformly(corpus_dir, tmp_path):
         assert float(r["supernet_score"]) == pytest.approx(c / float(r["supernet_valid_ppl"]), rel=1e-4)
 
 
+@pytest.mark.slow
 def test_one_distinct_arch_gives_undefined_correlations(macro_run, monkeypatch, capsys):
     original = UniformSampler.sample
 

@@ -55,6 +55,7 @@ def test_resume_gives_the_same_run(space, corpus_dir, npz_path, tmp_path, interr
     assert load_arch(tmp_path / "stopped" / "arch.json") == load_arch(tmp_path / "full" / "arch.json")
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_a_user_error_and_keeps_the_checkpoint(corpus_dir, tmp_path, monkeypatch):
     cfg = tiny_rnn_config(corpus_dir)
     search = Search(cfg, tmp_path / "run", progress=False)

@@ -31,6 +31,7 @@ def test_rnn_final_training_and_eval(corpus_dir, tmp_path):
     assert [e["epoch"] for e in epochs] == [1, 2] and "valid_ppl" in epochs[0]
 
 
+@pytest.mark.slow
 def test_train_resume_matches_uninterrupted(corpus_dir, tmp_path, interrupted_after_checkpoint):
     arch = parse_fixed_arc(RNN_ARC, "rnn")
     full = FinalTraining(tiny_rnn_config(corpus_dir, "train"), arch, tmp_path / "full", progress=False).run()
