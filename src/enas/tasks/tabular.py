@@ -129,12 +129,7 @@ def load_tabular_npz(path: str | os.PathLike) -> TabularDataset:
     if not zipfile.is_zipfile(path):
         raise DataError(f"{path} is not a .npz archive (write it with numpy.savez(path, x_train=..., y_train=..., "
                         "x_test=..., y_test=...))")
-    try:
-        arrays = read_npz(path)
-    except DataError:
-        raise
-    except Exception as exc:  # zipfile/format errors, object arrays (pickles are refused)
-        raise DataError(f"{path} is not a readable .npz of plain arrays ({type(exc).__name__}: {exc})") from None
+    arrays = read_npz(path)
     broken = sorted(k for k, v in arrays.items() if not isinstance(v, np.ndarray))  # numpy returns such members raw
     if broken:
         raise DataError(f"{path} is not a readable .npz of plain arrays (not a .npy array: {', '.join(broken)})")

@@ -1,14 +1,6 @@
 """The choice modules of `enas.nn` (import them from there): write a supernet as a plain `nn.Module`, mark the
-places the search decides, and `choice_space` turns it into a registered search space (`enas.registry`).
-
-    class Net(nn.Module):
-        def __init__(self, cfg, info):
-            super().__init__()
-            self.conv = OpChoice({"conv3x3": nn.Conv2d(16, 16, 3, padding=1), "maxpool": nn.MaxPool2d(3, 1, 1)})
-            self.skip = InputChoice(2, n_chosen=None)   # any subset of two earlier tensors
-            self.width = ValueChoice([32, 64])          # read as self.width.value in forward
-
-    SPACE = choice_space("mynet", "images", Net, presets)
+places the search decides, and `choice_space` turns it into a registered search space (`enas.registry`); see the
+example in `enas.nn`.
 
 Each choice is one decision of the paper's controller: `OpChoice` and `ValueChoice` are categorical decisions with
 their own op embedding, `InputChoice` is an attention pointer over its candidates (``n_chosen=1``; more pointers for

@@ -91,7 +91,17 @@ def read_npz(path: Path, max_bytes: int = MAX_NPZ_BYTES) -> dict[str, np.ndarray
     """The members of a ``.npz`` without pickles and with bounded memory: each ``.npy`` header is read first and
     its announced size checked against ``max_bytes`` (all members together) before anything is allocated; each
     member is inflated as a stream and refused if it holds more than its header announces. A member that is not a
-    ``.npy`` file comes back as (at most 1 KiB of) its raw bytes, as numpy returns such members."""
+    ``.npy`` file comes back as (at most 1 KiB of) its raw bytes, as numpy returns such members. Every failure is
+    one `DataError`."""
+    try:
+        return _read_npz(path, max_bytes)
+    except DataError:
+        raise
+    except Exception as exc:  # zipfile/format errors, object arrays (pickles are refused)
+        raise DataError(f"{path} is not a readable .npz of plain arrays ({type(exc).__name__}: {exc})") from None
+
+
+def _read_npz(path: Path, max_bytes: int) -> dict[str, np.ndarray | bytes]:
     total, arrays = 0, {}
     with zipfile.ZipFile(path) as z:
         for info in z.infolist():

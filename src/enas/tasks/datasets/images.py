@@ -208,12 +208,7 @@ def load_npz(path: str | os.PathLike) -> ImageDataset:
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"data file {path} does not exist")
-    try:
-        arrays = read_npz(path)
-    except DataError:
-        raise
-    except Exception as exc:  # zipfile/format errors, object arrays (pickles are refused)
-        raise DataError(f"{path} is not a readable .npz of plain arrays ({type(exc).__name__}: {exc})") from None
+    arrays = read_npz(path)
     missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
     if missing:
         raise DataError(f"{path} lacks the array(s) {', '.join(missing)} (found: {', '.join(sorted(arrays))})")
