@@ -6,6 +6,7 @@ For one space it runs, all at the `demo` sizes unless told otherwise:
 * ENAS with the paper's settings (`--paper-controller`): the controller of the `paper` preset (learning rate, logit
   shaping, baseline, samples per update, entropy weight; the preset's number of controller samples per epoch),
   no warm-up, rewards from one minibatch's metric;
+* each `--variant NAME=KEY=VALUE,...`: ENAS with those search keys changed (`controller.distance_prior=true`);
 * random search with weight sharing: the same searches with `search.policy=random` (only the policy differs);
 * `--random-archs` uniformly sampled archs (no search at all);
 * the paper's published arch at the same sizes (rnn and micro; the published macro network has 24 layers and is
@@ -71,6 +72,17 @@ def paper_controller(space: str, preset_controller: Any) -> Any:
     return paper
 
 
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    """``NAME=KEY=VALUE,KEY=VALUE`` -> (NAME, ["KEY=VALUE", ...])."""
+    name, _, changes = text.partition("=")
+    sets = [c for c in changes.split(",") if c]
+    if not name.replace("-", "").isalnum() or name in ("enas", "random", "paper-controller") or not sets \
+            or any("=" not in c for c in sets):
+        raise SystemExit(f"--variant {text!r}: write NAME=KEY=VALUE[,KEY=VALUE...] with a new name of letters, "
+                         "digits and dashes")
+    return name, sets
+
+
 def search(space: str, data: str, policy: str, seed: int, out: Path, args: argparse.Namespace,
            name: str | None = None) -> dict[str, Any]:
     run_dir = out / "search" / f"{name or policy}-seed-{seed}"
@@ -82,6 +94,7 @@ def search(space: str, data: str, policy: str, seed: int, out: Path, args: argpa
             cfg = make_config(space, args.preset, "search", data)
             cfg.seed, cfg.search.policy = seed, policy
             _apply(cfg, args.search_set)
+            _apply(cfg, dict(args.variant).get(name, []))
             if name == "paper-controller":  # the paper's search: its controller, no warm-up, one-batch rewards
                 cfg.controller = paper_controller(space, cfg.controller)
                 cfg.search.warmup_epochs, cfg.search.score, cfg.search.score_batches = 0, "metric", 1
@@ -142,12 +155,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--random-archs", type=int, default=5)
     p.add_argument("--paper-controller", action="store_true",
                    help="also search with the paper preset's controller settings")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=KEY=VALUE,...",
+                   help="also search with ENAS with these search keys changed (repeatable)")
     p.add_argument("--train-seed", type=int, default=0, help="seed of every final training (identical budgets)")
     p.add_argument("--search-set", action="append", default=[], metavar="KEY=VALUE", help="override a search key")
     p.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE", help="override a train key")
     p.add_argument("--out", required=True)
     p.add_argument("--write-docs", action="store_true", help="put the table into docs/results.md")
     args = p.parse_args(argv)
+    args.variant = [parse_variant(v) for v in args.variant]
     space, data = args.space, args.data or DEFAULT_DATA[args.space]
     out = Path(args.out)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -156,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     methods: dict[str, list[tuple[str, str]]] = {}  # method -> [(run name, fixed_arc)]
     search_scores: dict[str, list[float]] = {}
     searches = [("enas", None, "ENAS")]
+    for name, sets in args.variant:
+        searches.append(("enas", name, f"ENAS, {', '.join(f'`{c}`' for c in sets)}"))
     if args.paper_controller:
         searches.append(("enas", "paper-controller", "ENAS, paper controller settings"))
     searches.append(("random", None, "random search + weight sharing"))

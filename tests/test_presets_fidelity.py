@@ -59,3 +59,11 @@ def test_rnn_final_averaging_follows_the_corrected_recipe():
     cfg = make_config("rnn", "paper", "train")
     assert cfg.train.averaging and cfg.train.averaging_patience == 10
     assert cfg.train.optim.schedule == "constant" and cfg.train.optim.lr == 20.0 and cfg.train.optim.grad_clip == 0.25
+
+
+@pytest.mark.parametrize("space", ["rnn", "macro", "micro"])
+def test_paper_keeps_the_distance_prior_and_short_searches_drop_it(space):
+    """The authors' prior (spec 3.2) stays in `paper`; the short-search presets start pointers uniform."""
+    assert make_config(space, "paper", "search").controller.distance_prior is True
+    for preset in ("demo", "quick"):
+        assert make_config(space, preset, "search").controller.distance_prior is False

@@ -135,3 +135,6 @@ def test_controller_start_script_measures_the_fresh_policy():
     shares = [float(x) for x in re.findall(r"previous node (\d\.\d+)", out.stdout)]
     uniform = float(re.search(r"uniform sampling (\d\.\d+)", out.stdout).group(1))
     assert len(shares) == 2 and 0.2 < uniform < 0.35  # 1 / (mean number of earlier nodes) for 8 nodes
+    demo, paper = shares
+    assert abs(demo - uniform) < 0.05  # the demo preset drops the distance prior: pointers start uniform
+    assert paper > uniform + 0.15  # the paper's prior favours chains (0.53 against 0.26)

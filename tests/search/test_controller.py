@@ -206,6 +206,24 @@ def test_distance_prior_subtracts_squared_distance_and_favours_recent():
     assert mean_prior > mean_plain + 1.0 and mean_prior > 3.0
 
 
+def test_distance_prior_switch_turns_the_spaces_prior_off():
+    torch.manual_seed(8)
+    space = rnn_space(6, prior=True)
+    with_prior = Controller(space, small())
+    without = Controller(space, small(distance_prior=False))
+    without.load_state_dict(with_prior.state_dict())
+    reference = Controller(rnn_space(6, prior=False), small())  # a space that never asks for the prior
+    reference.load_state_dict(with_prior.state_dict())
+    actions = with_prior.sample().actions
+    for a, b, c in zip(with_prior.score(actions).logits, without.score(actions).logits,
+                       reference.score(actions).logits):
+        torch.testing.assert_close(b, c)
+    assert any(not torch.allclose(a, b) for a, b in zip(with_prior.score(actions).logits,
+                                                        without.score(actions).logits))
+    with pytest.raises(ConfigError, match="distance_prior"):
+        ControllerConfig(distance_prior="no").validate()
+
+
 def test_feeds_anchors_groups_and_state():
     """Record every LSTM step's input and state, and check each against the rule of the previous decision."""
     d = [
