@@ -11,11 +11,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import yaml
 
@@ -24,6 +25,46 @@ from enas.errors import ConfigError
 from enas.kernels import KernelsConfig
 from enas.kernels.compiled import OLD_CELL_NAMES
 from enas.search.controller import ControllerConfig
+
+SCHEDULES = ("cosine", "decay", "constant")
+REWARD_MODES = ("eval", "train")
+SCORES = ("metric", "loss")  # search.score (enas.search.scoring)
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+class Section(Protocol):
+    """A section of keys: a dataclass instance. The model and task sections are the classes their space's presets
+    build (`RnnSpaceConfig`, `ImageTaskConfig`, a user space's own); a section with a ``validate()`` method checks
+    its own values with it (`enas.validate.validate_config` calls it)."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+
+def check_int(key: str, value: Any, low: int = 0) -> None:
+    """`ConfigError` unless ``value`` is an integer (not a bool) >= ``low``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{key} must be an integer >= {low}, got {value!r}")
+
+
+def check_number(key: str, value: Any, low: float | None = None, high: float | None = None, open_low: bool = False,
+                 open_high: bool = False) -> None:
+    """`ConfigError` unless ``value`` is a finite number within the bounds (open or closed)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number, got {value!r}")
+    if low is not None and (value <= low if open_low else value < low):
+        raise ConfigError(f"{key} must be {'>' if open_low else '>='} {low}, got {value!r}")
+    if high is not None and (value >= high if open_high else value > high):
+        raise ConfigError(f"{key} must be {'<' if open_high else '<='} {high}, got {value!r}")
+
+
+def check_bool(key: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+
+
+def check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
 
 
 @dataclass
@@ -42,6 +83,22 @@ class OptimConfig:
     decay: float = 1.0  # decay: lr *= decay every epoch from decay_start
     decay_start: int = 0  # decay: first epoch (0-based) whose lr is decayed
     decay_min: float = 0.0  # decay: floor
+
+    def validate(self, prefix: str = "optim") -> None:
+        check_number(f"{prefix}.lr", self.lr, 0.0, open_low=True)
+        check_number(f"{prefix}.momentum", self.momentum, 0.0, 1.0, open_high=True)
+        check_number(f"{prefix}.weight_decay", self.weight_decay, 0.0)
+        if self.grad_clip is not None:  # None (null) is "off"; a non-positive bound is a mistake, not a way to say off
+            check_number(f"{prefix}.grad_clip", self.grad_clip, 0.0, open_low=True)
+        check_choice(f"{prefix}.schedule", self.schedule, SCHEDULES)
+        check_number(f"{prefix}.lr_min", self.lr_min, 0.0)
+        if self.schedule == "cosine" and self.lr_min > self.lr:
+            raise ConfigError(f"{prefix}.lr_min ({self.lr_min}) must not exceed {prefix}.lr ({self.lr})")
+        check_int(f"{prefix}.t0", self.t0, 1)
+        check_int(f"{prefix}.t_mul", self.t_mul, 1)
+        check_number(f"{prefix}.decay", self.decay, 0.0, 1.0, open_low=True)
+        check_int(f"{prefix}.decay_start", self.decay_start, 0)
+        check_number(f"{prefix}.decay_min", self.decay_min, 0.0)
 
 
 @dataclass
@@ -70,6 +127,21 @@ class SearchConfig:
     warmup_epochs: int = 0
     dedup: bool = False  # derive (and `enas rank`) count archs that are the same network once (Arch.canonical)
 
+    def validate(self) -> None:
+        self.optim.validate("search.optim")
+        check_int("search.epochs", self.epochs, 1)
+        if self.shared_steps is not None:
+            check_int("search.shared_steps", self.shared_steps, 1)
+        for key in ("controller_every", "eval_every", "log_archs", "derive_uniform"):
+            check_int(f"search.{key}", getattr(self, key), 0)
+        check_int("search.derive_samples", self.derive_samples, 1)
+        check_choice("search.reward_mode", self.reward_mode, REWARD_MODES)
+        check_choice("search.score", self.score, SCORES)
+        check_choice("search.policy", self.policy, ("enas", "random"))
+        check_int("search.score_batches", self.score_batches, 1)
+        check_int("search.warmup_epochs", self.warmup_epochs, 0)
+        check_bool("search.dedup", self.dedup)
+
 
 @dataclass
 class TrainConfig:
@@ -80,6 +152,15 @@ class TrainConfig:
     averaging_patience: int = 10  # average once valid loss > best of all validations but the last N
     checkpoint_every: int = 1
     compile: bool = False  # torch.compile the child (the space's compile_child); pays off on a GPU, see benchmarks
+
+    def validate(self) -> None:
+        self.optim.validate("train.optim")
+        check_int("train.epochs", self.epochs, 1)
+        check_int("train.eval_every", self.eval_every, 0)
+        check_int("train.averaging_patience", self.averaging_patience, 0)
+        check_int("train.checkpoint_every", self.checkpoint_every, 0)
+        for key in ("averaging", "compile"):
+            check_bool(f"train.{key}", getattr(self, key))
 
 
 @dataclass
@@ -92,8 +173,8 @@ class Config:
     device: str = "auto"
     # auto: bf16 autocast for convolutional networks on a GPU, float32 elsewhere; fp32; bf16 (enas.build.autocast)
     precision: str = "auto"
-    model: Any = None  # RnnSpaceConfig | MacroSpaceConfig | MicroSpaceConfig
-    task: Any = None  # TextTaskConfig | ImageTaskConfig
+    model: Section | None = None  # the space's model config (RnnSpaceConfig, ...): built by its presets
+    task: Section | None = None  # the space's task config (TextTaskConfig, ImageTaskConfig, TabularTaskConfig)
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -157,3 +157,34 @@ def test_train_seeds(corpus_dir, tmp_path, capsys):
     # all finished: a resume only rewrites the table
     assert main(["train", "--seeds", "2,5", "--resume", "--out", str(out)]) == 0
     assert json.loads((out / "seeds.json").read_text()) == result
+
+
+def test_later_seeds_merge_with_the_ones_already_there(tmp_path):
+    """--seeds 0,1 then --seeds 2 into the same folder: the table keeps all three (it used to keep only seed 2)."""
+    out = tmp_path / "out"
+    figures = {0: 0.5, 1: 0.7, 2: 0.6, 3: 0.9}
+    run_seeds([0, 1], out, _fake_runner([], figures), log=None)
+    for seed in (0, 1):
+        (seed_dir(out, seed) / "config.yaml").write_text(f"seed: {seed}\nspace: macro\nsearch: {{epochs: 2}}\n")
+    calls, lines = [], []
+
+    def run_two(seed, run_dir, resume):
+        summary = _fake_runner(calls, figures)(seed, run_dir, resume)
+        (run_dir / "config.yaml").write_text(f"seed: {seed}\nspace: macro\nsearch: {{epochs: 2}}\n")
+        return summary
+
+    result = run_seeds([2], out, run_two, log=lines.append)
+    assert calls == [(2, False)]  # the earlier seeds are read back, not rerun
+    assert result["seeds"] == [2, 0, 1]
+    assert result["metrics"]["score"]["values"] == [0.6, 0.5, 0.7]
+    assert result["metrics"]["score"]["mean"] == pytest.approx(0.6)
+    assert [r["seed"] for r in csv.DictReader(open(out / "seeds.csv"))] == ["2", "0", "1"]
+    assert any("seed 0: finished earlier" in line for line in lines)
+
+    # a seed run with another configuration is named and left out, never averaged in
+    run_seeds([3], out, _fake_runner([], figures), log=None)
+    (seed_dir(out, 3) / "config.yaml").write_text("seed: 3\nspace: macro\nsearch: {epochs: 9}\n")
+    lines.clear()
+    result = run_seeds([2], out, run_two, resume=True, log=lines.append)
+    assert result["seeds"] == [2, 0, 1]
+    assert any("seed 3" in line and "another configuration" in line for line in lines)

@@ -26,9 +26,9 @@ from typing import Any
 from torch import nn
 
 from enas.arch import Arch
+from enas.config import SCORES
 from enas.runs.progress import Progress
 from enas.tasks.base import Task
-from enas.validate import SCORES
 
 
 def reward(task: Task, model: nn.Module, arch: Arch, score: str = "metric", batches: int = 1) -> float:

@@ -8,7 +8,10 @@ Layout::
     OUT/seeds.json    {"seeds": [...], "metrics": {name: {"mean": m, "std": s, "values": [...]}}}
 
 A seed is finished when its ``summary.json`` exists; resuming skips finished seeds, continues the ones with a
-checkpoint and starts the others. The std is the sample standard deviation (ddof=1), null for one seed.
+checkpoint and starts the others. Seeds finished earlier in OUT but not named this time stay in the table and the
+statistics (``--seeds 0,1`` then ``--seeds 2`` gives three seeds), unless their configuration differs from this
+run's beyond the seed, which is said and leaves them out. The std is the sample standard deviation (ddof=1), null
+for one seed.
 """
 
 from __future__ import annotations
@@ -22,11 +25,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from enas.errors import UserError
 from enas.runs.rundir import CHECKPOINT, atomic_write_text
 
 MAX_SEED = 2**32 - 1  # numpy's seed range
 COUNT_KEYS = ("n", "tokens")  # sizes of the split scored, not results
+# config keys that may differ between seeds of one table: the seed itself and where or how fast it ran
+PER_SEED_KEYS = ("seed", "device", "kernels", "resume_new_data")
 
 RunOne = Callable[[int, Path, bool], dict[str, Any]]
 
@@ -96,11 +103,48 @@ def run_seeds(seeds: list[int], out: str | Path, run_one: RunOne, resume: bool =
         if log:
             log(f"seed {seed} ({i}/{len(seeds)}): {'resuming' if again else 'running'} in {run_dir}")
         summaries.append(run_one(seed, run_dir, again))
+    earlier = earlier_seeds(out, seeds, log)
+    seeds = list(seeds) + earlier
+    summaries += [json.loads((seed_dir(out, seed) / "summary.json").read_text()) for seed in earlier]
     rows = [seed_row(seed, seed_dir(out, seed), s) for seed, s in zip(seeds, summaries)]
     write_seeds_csv(out / "seeds.csv", rows)
     result = aggregate(seeds, rows)
     write_seeds_json(out / "seeds.json", result)
     return result
+
+
+def _shared_config(run_dir: Path) -> dict[str, Any] | None:
+    """The run's config.yaml without the keys that may differ between seeds (None when it has none)."""
+    try:
+        data = yaml.safe_load((run_dir / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    return {k: v for k, v in data.items() if k not in PER_SEED_KEYS}
+
+
+def earlier_seeds(out: Path, seeds: list[int], log: Callable[[str], None] | None = print) -> list[int]:
+    """Seeds finished in ``out`` before (``seed-N/summary.json``) that ``seeds`` does not name, in increasing order,
+    whose configuration equals the named seeds' beyond the seed; the others are named in the log and left out."""
+    reference = next((c for c in (_shared_config(seed_dir(out, s)) for s in seeds) if c is not None), None)
+    found = []
+    for path in out.glob("seed-*"):
+        number = path.name[len("seed-"):]
+        if number.isdigit() and str(int(number)) == number and int(number) not in seeds and is_finished(path):
+            found.append(int(number))
+    kept = []
+    for seed in sorted(found):
+        config = _shared_config(seed_dir(out, seed))
+        if reference is not None and config is not None and config != reference:
+            if log:
+                log(f"seed {seed}: finished earlier in {out} with another configuration; left out of seeds.csv "
+                    "(compare its config.yaml, or use another --out)")
+            continue
+        if log:
+            log(f"seed {seed}: finished earlier in {seed_dir(out, seed)}; kept in seeds.csv")
+        kept.append(seed)
+    return kept
 
 
 def final_figures(summary: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
