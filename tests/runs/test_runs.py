@@ -281,8 +281,8 @@ def test_sigterm_stops_like_ctrl_c_and_the_resumed_run_equals_an_uninterrupted_o
     child.send_signal(signal.SIGTERM)
     err = child.communicate(timeout=120)[1].strip().splitlines()
     assert child.returncode == 143
-    assert err[-1] == ("enas: terminated (SIGTERM); the last completed epoch is checkpointed: rerun with --resume "
-                       f"--out {out}")
+    assert err[-1] == ("enas: terminated (SIGTERM); the last completed epoch is checkpointed: continue with "
+                       f"`enas search --resume --out {out}`")
     assert main(["search", "--resume", "--out", str(out), "--no-progress"]) == 0
     assert main([*args, "--out", str(tmp_path / "full")]) == 0
     assert _final_lines(out) == _final_lines(tmp_path / "full")
@@ -327,3 +327,21 @@ def test_resume_on_other_data_is_refused_unless_asked(corpus_dir, tmp_path, inte
     assert len(err) == 1 and "the data differ" in err[0] and "resume_new_data=true" in err[0]
     assert main([*args, "--set", "resume_new_data=true"]) == 0
     assert torch.load(path, weights_only=False)["data"] != recorded
+
+
+def test_the_resume_hint_is_a_command_that_works(tmp_path):
+    """Interrupt and lost-rank messages name the subcommand, and a user space's --trust-space (without it a resume
+    of such a run is refused)."""
+    from enas.runs import rundir
+
+    built_in, user = tmp_path / "a", tmp_path / "b"
+    rundir.open_run_dir(built_in, False, "search").close()
+    (built_in / "config.yaml").write_text("space: macro\nspace_source: ''\n")
+    assert rundir.resume_command(built_in) == f"`enas search --resume --out {built_in}`"
+    rundir.open_run_dir(user, False, "train").close()
+    (user / "config.yaml").write_text("space: mlp\nspace_source: examples/mlp_choices.py:SPACE\n")
+    assert rundir.resume_command(user) == \
+        f"`enas train --resume --out {user} --trust-space examples/mlp_choices.py:SPACE`"
+    assert rundir.last_opened() == user
+    (user / "checkpoints" / "last.pt").write_bytes(b"x")
+    assert rundir.dist.resume_hint() == f"the last checkpoint is intact: rerun with {rundir.resume_command(user)}"

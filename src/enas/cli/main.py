@@ -24,7 +24,7 @@ from enas.cli.tools import PAPER_SPACES, cmd_bench, cmd_data, cmd_eval, cmd_expo
 from enas.errors import UserError
 from enas.export.model import add_parser as add_export_parser
 from enas.runs import distributed as dist
-from enas.runs.rundir import last_opened
+from enas.runs.rundir import last_opened, resume_command
 from enas.tasks import datasets
 
 
@@ -227,7 +227,7 @@ def _interrupt_message(what: str = "interrupted") -> str:
     if run is None:
         return what
     if (run / "checkpoints" / "last.pt").is_file():
-        return f"{what}; the last completed epoch is checkpointed: rerun with --resume --out {run}"
+        return f"{what}; the last completed epoch is checkpointed: continue with {resume_command(run)}"
     return f"{what} before the first checkpoint of {run}: nothing to resume; run the command again"
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from enas.errors import UserError
 from enas.runs import distributed as dist
@@ -84,6 +85,7 @@ def _clean(value: Any) -> Any:
 
 LOCK = ".lock"
 _OPENED: list[Path] = []  # run directories opened by this process, latest last (for the interrupt message)
+_COMMAND_OF: dict[Path, str] = {}  # run directory -> the command that opened it ("search", "train")
 
 
 class UnsafeFileError(UserError):
@@ -152,10 +154,23 @@ def last_opened() -> Path | None:
     return _OPENED[-1] if _OPENED else None
 
 
+def resume_command(run: Path) -> str:
+    """The command that continues ``run``: ``enas search --resume --out RUN`` (the command this process opened it
+    for), under torchrun with the same launcher options."""
+    command = f"enas {_COMMAND_OF.get(run, '')} --resume --out {run}".replace("enas  ", "enas ")
+    try:  # a user's space is imported on resume only when named again (enas.registry.trusting_only)
+        source = (yaml.safe_load((run / "config.yaml").read_text()) or {}).get("space_source")
+    except (OSError, yaml.YAMLError, AttributeError):
+        source = None
+    if isinstance(source, str) and source:
+        command += f" --trust-space {source}"
+    return f"the same torchrun launch of `{command}`" if dist.active() else f"`{command}`"
+
+
 def _resume_hint() -> str | None:
     run = last_opened()
     if run is not None and (run / "checkpoints" / CHECKPOINT).is_file():
-        return f"the last checkpoint is intact: rerun with --resume --out {run}"
+        return f"the last checkpoint is intact: rerun with {resume_command(run)}"
     return None
 
 
@@ -398,6 +413,7 @@ class PeerRunDir(RunDir):
         self.path = Path(path)
         self.ckpt_dir = self.path / "checkpoints"
         self._locked, self.created, self._tb = False, False, False
+        _OPENED.append(self.path)  # a rank that loses rank 0 names the resume command too
 
     def load_checkpoint(self, map_location: Any = "cpu") -> dict[str, Any]:
         if not self.checkpoint_path.is_file():  # rank 0 found it: this rank does not see rank 0's disk
@@ -427,10 +443,12 @@ class PeerRunDir(RunDir):
         pass
 
 
-def open_run_dir(out: str | os.PathLike, resume: bool) -> RunDir:
+def open_run_dir(out: str | os.PathLike, resume: bool, command: str = "") -> RunDir:
     """``RunDir(out, resume)`` in one process and on rank 0 of a distributed run; a `PeerRunDir` that reads but
     never writes on the other ranks. Rank 0's success or `UserError` is broadcast, so every rank fails alike
-    instead of waiting for a rank that is gone."""
+    instead of waiting for a rank that is gone. ``command`` ("search", "train") goes into the resume hints."""
+    if command:
+        _COMMAND_OF[Path(out)] = command
     if not dist.active():
         return RunDir(out, resume=resume)
     run_dir = error = None

@@ -75,7 +75,7 @@ class Search:
         if not resume:
             validate_config(cfg)
         dist.init()  # under torchrun: join the other ranks (a no-op otherwise, or when `enas` did it already)
-        self.run_dir = open_run_dir(out, resume)  # under torchrun, rank 0 alone writes it
+        self.run_dir = open_run_dir(out, resume, "search")  # under torchrun, rank 0 alone writes it
         try:
             self._setup(cfg, out, resume, progress, overrides)
         except BaseException:
