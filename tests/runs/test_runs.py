@@ -1,6 +1,7 @@
 import json
 import random
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -345,3 +346,29 @@ def test_the_resume_hint_is_a_command_that_works(tmp_path):
     assert rundir.last_opened() == user
     (user / "checkpoints" / "last.pt").write_bytes(b"x")
     assert rundir.dist.resume_hint() == f"the last checkpoint is intact: rerun with {rundir.resume_command(user)}"
+
+
+def test_a_user_forward_that_fails_leaves_no_run_directory(tmp_path):
+    """A user's model that raises in its first step: the error reaches the user, no half-made run stays behind."""
+    from enas.presets import resolve
+    from enas.search.loop import Search
+
+    space_file = tmp_path / "broken_space.py"
+    example = (Path(__file__).resolve().parents[2] / "examples" / "mlp_choices.py").read_text()
+    space_file.write_text(example.replace("    def forward(self, x):\n",
+                                          "    def forward(self, x):\n        raise RuntimeError('boom')\n", 1))
+    rng = np.random.default_rng(0)
+    x, xt = rng.normal(size=(200, 6)), rng.normal(size=(40, 6))
+    np.savez(tmp_path / "t.npz", x_train=x, y_train=(x[:, 0] > 0).astype(np.int64), x_test=xt,
+             y_test=(xt[:, 0] > 0).astype(np.int64))
+    cfg = resolve(f"{space_file}:SPACE", "search", preset="demo", dataset=str(tmp_path / "t.npz"),
+                  sets=["task.valid_size=40", "search.epochs=1"], device="cpu")
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="boom"):
+        Search(cfg, out, progress=False).run()
+    assert not out.exists()
+
+    (tmp_path / "mine").mkdir()  # a folder the user made beforehand is not removed
+    with pytest.raises(RuntimeError, match="boom"):
+        Search(cfg, tmp_path / "mine", progress=False).run()
+    assert (tmp_path / "mine").is_dir()

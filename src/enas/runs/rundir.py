@@ -284,6 +284,20 @@ class RunDir:
                 pass
             _remove_if_empty(self.path)
 
+    #: what a start writes before its first checkpoint: a run that fails there keeps nothing else of value
+    START_FILES = ("config.yaml", "metrics.jsonl", "arch.json", "environment.json")
+
+    def discard_unstarted(self) -> None:
+        """After a failure before the first checkpoint of a run this start created: remove what the start wrote
+        (`START_FILES`) and the directory, so that a failing model (a user's forward that raises) leaves no run
+        directory behind. Anything else in it, or a checkpoint, keeps the directory as it is."""
+        if not getattr(self, "created", False) or self.checkpoint_path.is_file():
+            return
+        self.close()
+        for name in self.START_FILES:
+            (self.path / name).unlink(missing_ok=True)
+        self.abandon()
+
     def close(self) -> None:
         """Release the lock (idempotent); the object can still be read from."""
         if self._locked:

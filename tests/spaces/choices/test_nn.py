@@ -97,8 +97,16 @@ def test_the_arch_codec_and_its_errors():
     (lambda: OpChoice([nn.ReLU(), nn.Tanh()], label="a.b"), "label"),
 ])
 def test_bad_choices_are_config_errors(make, fragment):
-    with pytest.raises(ConfigError, match=fragment):
+    with pytest.raises(ConfigError, match=fragment) as e:
         make()
+    assert "test_nn.py:" in str(e.value) and "\n" not in str(e.value)  # the user's file and line
+
+
+def test_a_one_candidate_choice_names_its_label_and_the_users_line():
+    with pytest.raises(ConfigError) as e:
+        OpChoice({"only": nn.ReLU()}, label="act")
+    line = e.value.__traceback__.tb_lineno  # the line of the call above
+    assert str(e.value).startswith(f"OpChoice 'act' at test_nn.py:{line}: needs at least two")
 
 
 def test_a_module_without_choices_or_with_conflicting_labels_is_refused():
@@ -111,7 +119,7 @@ def test_a_module_without_choices_or_with_conflicting_labels_is_refused():
             self.a = ValueChoice([1, 2], label="x")
             self.b = ValueChoice([1, 3], label="x")
 
-    with pytest.raises(ConfigError, match="share the label 'x'"):
+    with pytest.raises(ConfigError, match=r"share the label 'x' .* at test_nn.py:\d+ .* at test_nn.py:\d+"):
         ChoiceSpace(None, "clash", object, lambda cfg, info: Clash())
 
 

@@ -16,7 +16,9 @@ widest tensor; sized with ``ValueChoice.size`` in ``__init__``, a child allocate
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -28,15 +30,30 @@ from enas.arch import Arch
 from enas.errors import ArchError, ConfigError
 
 
+def _caller() -> str:
+    """``file.py:LINE`` of the first frame outside this module: where the user's code built the choice."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame = frame.f_back
+    return "" if frame is None else f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
+
+
 class _Choice(nn.Module):
     """Base of the choice modules: a label and the value chosen for the current forward (set by the space)."""
 
     def __init__(self, label: str | None):
         super().__init__()
-        if label is not None and (not isinstance(label, str) or not re.fullmatch(r"[\w/-]+", label)):
-            raise ConfigError(f"a choice label must be a non-empty word (letters, digits, _ / -), got {label!r}")
+        self.origin = _caller()  # named in the errors of the user's arguments
         self.label = label
+        if label is not None and (not isinstance(label, str) or not re.fullmatch(r"[\w/-]+", label)):
+            self.label = None
+            self._refuse(f"a choice label must be a non-empty word (letters, digits, _ / -), got {label!r}")
         self.chosen: Any = None
+
+    def _refuse(self, what: str) -> None:
+        """`ConfigError` naming the choice (its label, if any) and the line of the user's code that built it."""
+        name = f"{type(self).__name__}" + (f" {self.label!r}" if self.label else "")
+        raise ConfigError(f"{name} at {self.origin or 'an unknown place'}: {what}")
 
     def _value(self) -> Any:
         if self.chosen is None:
@@ -62,7 +79,8 @@ class OpChoice(_Choice):
                     name = f"{base}{n}"
                 named[name] = module
         if len(named) < 2 or any(not isinstance(m, nn.Module) for m in named.values()):
-            raise ConfigError("OpChoice needs at least two candidate nn.Modules")
+            self._refuse(f"needs at least two candidate nn.Modules (got {len(named)}); a single module needs no choice, "
+                         "use it directly")
         self.names = list(named)
         self.candidates = nn.ModuleDict(named)
 
@@ -78,11 +96,11 @@ class InputChoice(_Choice):
     def __init__(self, n_candidates: int, n_chosen: int | None = 1, reduction: str = "sum", label: str | None = None):
         super().__init__(label)
         if not isinstance(n_candidates, int) or n_candidates < 1:
-            raise ConfigError(f"InputChoice needs n_candidates >= 1, got {n_candidates!r}")
+            self._refuse(f"needs n_candidates >= 1, got {n_candidates!r}")
         if n_chosen is not None and (not isinstance(n_chosen, int) or n_chosen < 1):
-            raise ConfigError(f"InputChoice n_chosen must be None or >= 1, got {n_chosen!r}")
+            self._refuse(f"n_chosen must be None or >= 1, got {n_chosen!r}")
         if reduction not in ("sum", "mean"):
-            raise ConfigError(f"InputChoice reduction must be 'sum' or 'mean', got {reduction!r}")
+            self._refuse(f"reduction must be 'sum' or 'mean', got {reduction!r}")
         self.n_candidates, self.n_chosen, self.reduction = n_candidates, n_chosen, reduction
 
     def forward(self, tensors: Sequence[Tensor]) -> Tensor:
@@ -114,9 +132,9 @@ class ValueChoice(_Choice):
         super().__init__(label)
         values = list(values)
         if len(values) < 2 or len({repr(v) for v in values}) != len(values):
-            raise ConfigError(f"ValueChoice needs at least two distinct values, got {values!r}")
+            self._refuse(f"needs at least two distinct values, got {values!r}; a single value needs no choice")
         if any(not isinstance(v, (int, float, str, bool)) for v in values):
-            raise ConfigError("ValueChoice values must be numbers, strings or booleans (they are written to JSON)")
+            self._refuse("values must be numbers, strings or booleans (they are written to JSON)")
         self.values = values
         if label is not None and BUILDING and label in BUILDING[-1]:
             self.chosen = BUILDING[-1][label]
@@ -128,7 +146,7 @@ class ValueChoice(_Choice):
     @property
     def size(self) -> int:
         if any(not isinstance(v, int) or isinstance(v, bool) for v in self.values):
-            raise ConfigError(f"ValueChoice.size needs integer values, got {self.values!r}")
+            self._refuse(f".size needs integer values, got {self.values!r}")
         return self.chosen if self.chosen is not None else max(self.values)
 
 
@@ -230,7 +248,9 @@ def discover(module: nn.Module) -> tuple[list[_Spec], dict[str, list[_Choice]]]:
         else:
             spec = _Spec(m.label, "input", (), m.n_candidates, m.n_chosen)
         if m.label in specs and specs[m.label] != spec:
-            raise ConfigError(f"two choices share the label {m.label!r} but differ ({specs[m.label]} vs {spec})")
+            first = modules[m.label][0].origin
+            raise ConfigError(f"two choices share the label {m.label!r} but differ ({specs[m.label]} at {first} vs "
+                              f"{spec} at {m.origin}): give them different labels")
         specs.setdefault(m.label, spec)
         modules.setdefault(m.label, []).append(m)
     if not specs:
