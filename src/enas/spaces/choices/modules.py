@@ -79,8 +79,8 @@ class OpChoice(_Choice):
                     name = f"{base}{n}"
                 named[name] = module
         if len(named) < 2 or any(not isinstance(m, nn.Module) for m in named.values()):
-            self._refuse(f"needs at least two candidate nn.Modules (got {len(named)}); a single module needs no choice, "
-                         "use it directly")
+            self._refuse(f"needs at least two candidate nn.Modules (got {len(named)}); a single module needs no "
+                         "choice, use it directly")
         self.names = list(named)
         self.candidates = nn.ModuleDict(named)
 
