@@ -348,6 +348,7 @@ def test_the_resume_hint_is_a_command_that_works(tmp_path):
     assert rundir.dist.resume_hint() == f"the last checkpoint is intact: rerun with {rundir.resume_command(user)}"
 
 
+@pytest.mark.slow
 def test_a_user_forward_that_fails_leaves_no_run_directory(tmp_path):
     """A user's model that raises in its first step: the error reaches the user, no half-made run stays behind."""
     from enas.presets import resolve
@@ -356,7 +357,8 @@ def test_a_user_forward_that_fails_leaves_no_run_directory(tmp_path):
     space_file = tmp_path / "broken_space.py"
     example = (Path(__file__).resolve().parents[2] / "examples" / "mlp_choices.py").read_text()
     space_file.write_text(example.replace("    def forward(self, x):\n",
-                                          "    def forward(self, x):\n        raise RuntimeError('boom')\n", 1))
+                                          "    def forward(self, x):\n        raise RuntimeError('boom')\n", 1)
+                          .replace('choice_space("mlp-choices"', 'choice_space("broken-mlp"'))
     rng = np.random.default_rng(0)
     x, xt = rng.normal(size=(200, 6)), rng.normal(size=(40, 6))
     np.savez(tmp_path / "t.npz", x_train=x, y_train=(x[:, 0] > 0).astype(np.int64), x_test=xt,

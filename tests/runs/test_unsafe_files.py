@@ -36,6 +36,7 @@ def test_the_files_enas_writes_load_without_code(finished):
     assert load_tensors(finished / "train" / "model.pt")["format"]
 
 
+@pytest.mark.slow  # six end-to-end runs (setup) of a few seconds each
 @pytest.mark.parametrize("command, target", [
     (["derive", "{run}"], "search/checkpoints/last.pt"),
     (["search", "--resume", "--out", "{run}", "--no-progress"], "search/checkpoints/last.pt"),
