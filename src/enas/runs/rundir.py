@@ -13,6 +13,7 @@ Layout (every command that trains writes one)::
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -22,6 +23,7 @@ import pickle
 import re
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +159,7 @@ def last_opened() -> Path | None:
 def resume_command(run: Path) -> str:
     """The command that continues ``run``: ``enas search --resume --out RUN`` (the command this process opened it
     for), under torchrun with the same launcher options."""
-    command = f"enas {_COMMAND_OF.get(run, '')} --resume --out {run}".replace("enas  ", "enas ")
+    command = " ".join(w for w in ("enas", _COMMAND_OF.get(run, ""), "--resume", "--out", str(run)) if w)
     try:  # a user's space is imported on resume only when named again (enas.registry.trusting_only)
         source = (yaml.safe_load((run / "config.yaml").read_text()) or {}).get("space_source")
     except (OSError, yaml.YAMLError, AttributeError):
@@ -297,6 +299,19 @@ class RunDir:
         for name in self.START_FILES:
             (self.path / name).unlink(missing_ok=True)
         self.abandon()
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """Around a run's work: an error (not an interrupt) before the first checkpoint discards what the start
+        wrote (`discard_unstarted`); the lock is released however it ends. The lock goes with the run, not with the
+        object that ran it (which reference cycles may keep alive)."""
+        try:
+            yield
+        except Exception:
+            self.discard_unstarted()
+            raise
+        finally:
+            self.close()
 
     def close(self) -> None:
         """Release the lock (idempotent); the object can still be read from."""

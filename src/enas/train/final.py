@@ -222,13 +222,8 @@ class FinalTraining:
 
     def run(self) -> dict[str, Any]:
         with explain_out_of_memory(self.cfg, f"the {self.cfg.space} child network"), autocast(self.cfg, self.device):
-            try:
+            with self.run_dir.running():  # a run failing before its first checkpoint leaves no directory
                 return self._run()
-            except Exception:  # not an interrupt: a model that fails at once leaves no run directory behind
-                self.run_dir.discard_unstarted()
-                raise
-            finally:  # the lock goes with the run, not with this object (which cycles may keep alive)
-                self.run_dir.close()
 
     def _run(self) -> dict[str, Any]:
         cfg = self.cfg.train
